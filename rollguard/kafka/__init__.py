@@ -1,0 +1,1 @@
+"""Kafka for rollguard: a local KRaft broker and topic administration."""

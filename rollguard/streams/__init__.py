@@ -1,0 +1,1 @@
+"""Topics and the join of requests, predictions and labels."""
