@@ -139,6 +139,84 @@ def topics_create(
         out.print(f"{what:8} {topic}")
 
 
+@schemas_app.command("export")
+def schemas_export(directory: Path = typer.Argument(..., help="Where to write the .schema.json files.")) -> None:
+    """Write the JSON Schema of every event and of the experiment file (generated from the
+    same definitions the parsers use)."""
+    from rollguard.schemas import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        out.print(str(path))
+
+
+def load_experiment_files(paths: list[Path]) -> list:
+    """Every experiment of every file, or one sentence naming the file, experiment and key."""
+    from rollguard.schemas import ExperimentError, load_experiments
+
+    experiments, seen = [], {}
+    for path in paths:
+        if not Path(path).exists():
+            fail(f"Experiment file {path} does not exist: give the path of a YAML or JSON file.")
+        try:
+            for exp in load_experiments(path):
+                if exp.name in seen:
+                    fail(f"{path}: experiment '{exp.name}' is also defined in {seen[exp.name]}: "
+                         "experiment names must be unique.")
+                seen[exp.name] = path
+                experiments.append(exp)
+        except ExperimentError as exc:
+            fail(str(exc))
+    if not experiments:
+        fail("No experiment was given: the files hold none.")
+    return experiments
+
+
+def setup_logging(level: str) -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("rollguard")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    logging.getLogger("rollguard.agents").setLevel(max(logging.WARNING, logger.level))
+
+
+@app.command("worker")
+def worker(
+    experiment_files: list[Path] = typer.Argument(..., help="YAML or JSON experiment files."),
+    bootstrap: Optional[str] = BootstrapOption,
+    prefix: Optional[str] = PrefixOption,
+    app_id: str = typer.Option("rollguard", help="Consumer group and state topics' name; "
+                               "workers with the same id share the partitions."),
+    data_dir: Path = typer.Option(Path(".rollguard"), help="Where pending joins kept on disk live."),
+    partitions: int = typer.Option(6, help="Partitions of the input topics if they do not exist yet."),
+    checkpoint_interval: float = typer.Option(1.0, help="Seconds between checkpoints."),
+    snapshot_interval: float = typer.Option(5.0, help="Seconds between statistics snapshots."),
+    log_level: str = typer.Option("INFO", help="rollguard's log level."),
+) -> None:
+    """Run the Faust worker: join, statistics, sequential tests, control events."""
+    from rollguard.agents.app import build_app, prepare_topics, run_worker
+    from rollguard.agents.runtime import WorkerConfig
+    from rollguard.kafka.admin import TopicError
+    from rollguard.streams.topics import TopicNames
+
+    experiments = load_experiment_files(experiment_files)
+    setup_logging(log_level)
+    config = WorkerConfig(bootstrap=bootstrap_or_default(bootstrap), experiments=experiments,
+                          names=TopicNames(prefix), app_id=app_id, data_dir=data_dir,
+                          checkpoint_interval=checkpoint_interval,
+                          snapshot_interval=snapshot_interval, partitions=partitions)
+    try:
+        config.partitions = prepare_topics(config)
+    except TopicError as exc:
+        fail(str(exc))
+    app_, _ = build_app(config)
+    sys.argv = [sys.argv[0], "worker"]  # Faust's worker reads its own command line
+    run_worker(app_)
+
+
 def main() -> None:  # console-script entry point
     app()
 
