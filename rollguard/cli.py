@@ -194,6 +194,11 @@ def worker(
     partitions: int = typer.Option(6, help="Partitions of the input topics if they do not exist yet."),
     checkpoint_interval: float = typer.Option(1.0, help="Seconds between checkpoints."),
     snapshot_interval: float = typer.Option(5.0, help="Seconds between statistics snapshots."),
+    instance_id: Optional[str] = typer.Option(
+        None, help="A stable id for this worker (static group membership): restarted with the "
+        "same id, it takes its partitions back at once instead of after the session timeout."),
+    session_timeout: float = typer.Option(15.0, help="Seconds without a heartbeat after which "
+                                          "a worker's partitions go to the others."),
     log_level: str = typer.Option("INFO", help="rollguard's log level."),
 ) -> None:
     """Run the Faust worker: join, statistics, sequential tests, control events."""
@@ -207,7 +212,8 @@ def worker(
     config = WorkerConfig(bootstrap=bootstrap_or_default(bootstrap), experiments=experiments,
                           names=TopicNames(prefix), app_id=app_id, data_dir=data_dir,
                           checkpoint_interval=checkpoint_interval,
-                          snapshot_interval=snapshot_interval, partitions=partitions)
+                          snapshot_interval=snapshot_interval, partitions=partitions,
+                          instance_id=instance_id, session_timeout=session_timeout)
     try:
         config.partitions = prepare_topics(config)
     except TopicError as exc:
@@ -215,6 +221,41 @@ def worker(
     app_, _ = build_app(config)
     sys.argv = [sys.argv[0], "worker"]  # Faust's worker reads its own command line
     run_worker(app_)
+
+
+@app.command("replay")
+def replay(
+    experiment_files: list[Path] = typer.Argument(..., help="YAML or JSON experiment files."),
+    events: Optional[Path] = typer.Option(None, "--events", help="A .jsonl replay file (EVENTS.md)."),
+    from_kafka: bool = typer.Option(False, "--from-kafka", help="Read the input topics instead."),
+    since: Optional[float] = typer.Option(None, help="--from-kafka: first event time (epoch s)."),
+    until: Optional[float] = typer.Option(None, help="--from-kafka: last event time (epoch s)."),
+    bootstrap: Optional[str] = BootstrapOption,
+    prefix: Optional[str] = PrefixOption,
+) -> None:
+    """Write the control events rollguard would emit for these events to stdout, one JSON
+    object per line (bad lines are reported on stderr and skipped)."""
+    from rollguard.replay import Replay, read_lines, run_from_kafka
+    from rollguard.schemas import encode
+
+    if (events is None) == (not from_kafka):
+        fail("Give either --events FILE.jsonl or --from-kafka.")
+    experiments = load_experiment_files(experiment_files)
+    engine = Replay(experiments, on_bad=lambda number, reason: err.print(
+        f"line {number}: {reason}", markup=False))
+
+    def emit(event) -> None:
+        sys.stdout.write(encode(event).decode() + "\n")
+        sys.stdout.flush()
+
+    if events is not None:
+        if not events.exists():
+            fail(f"Replay file {events} does not exist: give the path of a .jsonl file.")
+        engine.run_lines(read_lines(events), on_event=emit)
+    else:
+        from rollguard.streams.topics import TopicNames
+
+        run_from_kafka(engine, bootstrap_or_default(bootstrap), TopicNames(prefix), since, until, emit)
 
 
 def main() -> None:  # console-script entry point

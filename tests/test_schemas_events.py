@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from rollguard.schemas import (DEADLETTER_HEADERS, ControlEvent, DeadLetter, Invalid, Label,
+from rollguard.schemas import (
+    MAX_EVENT_BYTES,DEADLETTER_HEADERS, ControlEvent, DeadLetter, Invalid, Label,
                                Prediction, Request, decode_control, decode_event, decode_label,
                                decode_prediction, decode_replay_line, decode_request, encode,
                                encode_replay_line, kind_of, validate)
@@ -285,9 +286,9 @@ def test_values_that_are_not_json_objects_are_rejected_with_the_reason(data, pro
 
 
 def test_too_large_values_are_rejected_before_parsing_and_the_limit_is_configurable():
-    big = raw({**LABEL, "padding": "x" * (1 << 20)})
+    big = raw({**LABEL, "padding": "x" * 1_000_000})  # a 1 MB value
     reason = rejected(decode_label(big), "label", "too_large")
-    assert f"({len(big)} bytes, the limit is 1048576)" in reason
+    assert f"({len(big)} bytes, the limit is {MAX_EVENT_BYTES})" in reason
     assert not isinstance(decode_label(big, max_bytes=2 << 20), Invalid)
     rejected(decode_label(raw(LABEL), max_bytes=10), "label", "too_large")
 

@@ -48,8 +48,10 @@ __all__ = [
     "decode_replay_line", "encode", "encode_replay_line", "validate", "kind_of",
 ]
 
-#: values larger than this are rejected as "too large" before parsing (override per call)
-MAX_EVENT_BYTES = 1 << 20
+#: values larger than this are rejected as "too large" before parsing (override per call):
+#: an event is a few hundred bytes, a request with features a few kilobytes; a value of
+#: hundreds of kilobytes is a producer's bug, and would cost every worker memory and time
+MAX_EVENT_BYTES = 256 * 1024
 
 #: dead-letter headers, as Kafka Connect's dead-letter queues carry the origin of a record
 HEADER_ERROR = "rollguard.error"

@@ -1,0 +1,1 @@
+"""The Faust app and the partition tasks around the pure core (join, evaluate, checkpoints)."""

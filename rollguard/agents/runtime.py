@@ -1,0 +1,350 @@
+"""The worker's partition tasks: the pure core plus transactional checkpoints.
+
+A :class:`JoinTask` owns one partition of the co-partitioned input topics; an
+:class:`EvalTask` owns one partition of the internal outcomes topic (keyed by experiment).
+The Faust agents (:mod:`rollguard.agents.app`) hand them raw messages; Faust's commit calls
+:meth:`Runtime.checkpoint` first, so the consumer group never commits past a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from rollguard.agents.checkpoint import Checkpointer, Output, read_changelog
+from rollguard.decisions.evaluator import ExperimentEvaluator
+from rollguard.kafka.admin import COMPACTED, TopicSpec
+from rollguard.schemas.events import encode
+from rollguard.streams.join import INPUT_KINDS, uses_disk
+from rollguard.streams.partition import JoinPartition
+from rollguard.streams.pending import DiskStore, decode_entry, encode_entry
+from rollguard.streams.records import decode_batch, encode_batch
+from rollguard.streams.topics import TopicNames
+
+log = logging.getLogger("rollguard.worker")
+
+_PACK = msgspec.msgpack.Encoder()
+_UNPACK = msgspec.msgpack.Decoder()
+_JSON = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class InternalTopics:
+    """The worker's own topics, named after the contract's prefix and the app id."""
+
+    names: TopicNames
+    app_id: str
+
+    def _name(self, what: str) -> str:
+        return f"{self.names.prefix}{self.app_id}.{what}"
+
+    @property
+    def outcomes(self) -> str:
+        return self._name("outcomes")
+
+    @property
+    def join_state(self) -> str:
+        return self._name("join-state")
+
+    @property
+    def join_disk(self) -> str:
+        return self._name("join-disk")
+
+    @property
+    def eval_state(self) -> str:
+        return self._name("eval-state")
+
+    def specs(self, partitions: int) -> list[TopicSpec]:
+        return [TopicSpec(self.outcomes, partitions, {}),
+                TopicSpec(self.join_state, partitions, dict(COMPACTED)),
+                TopicSpec(self.join_disk, partitions, dict(COMPACTED)),
+                TopicSpec(self.eval_state, partitions, dict(COMPACTED))]
+
+
+@dataclass
+class WorkerConfig:
+    bootstrap: str
+    experiments: list[Any]
+    names: TopicNames = field(default_factory=TopicNames)
+    app_id: str = "rollguard"
+    data_dir: Path = Path(".rollguard")
+    checkpoint_interval: float = 1.0
+    snapshot_interval: float = 5.0
+    partitions: int = 0  # of the input topics; the worker reads it from the cluster
+    instance_id: str | None = None  # static group membership: a restart takes its partitions back
+    session_timeout: float = 15.0   # a worker that stops heartbeating loses its partitions after
+
+    @property
+    def internal(self) -> InternalTopics:
+        return InternalTopics(self.names, self.app_id)
+
+
+class JoinTask:
+    """One input partition: :class:`JoinPartition` + its checkpoints."""
+
+    def __init__(self, config: WorkerConfig, partition: int) -> None:
+        self.config = config
+        self.partition = partition
+        internal = config.internal
+        self.internal = internal
+        disk = None
+        if any(uses_disk(e) for e in config.experiments):
+            disk = DiskStore(Path(config.data_dir) / config.app_id / f"join-{partition}")
+        names = config.names
+        self.core = JoinPartition(partition, config.experiments, disk=disk, topics={
+            "requests": names.requests, "predictions": names.predictions,
+            "labels": names.labels})
+        self.checkpointer = Checkpointer(config.bootstrap, f"{config.app_id}-join-{partition}")
+        self._sent_frontier: dict[str, float] = {}
+        self.restore()
+
+    def restore(self) -> None:
+        began = time.monotonic()
+        bootstrap, p, core = self.config.bootstrap, self.partition, self.core
+        meta = None
+        memory = core.joiner.memory
+        for _, key, value in read_changelog(bootstrap, self.internal.join_state, p):
+            if key == b"m":
+                meta = _UNPACK.decode(value)
+            elif key.startswith(b"r/"):
+                memory.load(key[2:].decode(), decode_entry(value) if value is not None else None)
+        disk = core.joiner.disk
+        restored_disk = 0
+        if disk is not None:
+            start = disk.changelog_offset
+            last = None
+            for offset, key, value in read_changelog(
+                    bootstrap, self.internal.join_disk, p, None if start is None else start + 1):
+                disk.load(key[2:].decode(), decode_entry(value) if value is not None else None)
+                last, restored_disk = offset, restored_disk + 1
+            if last is not None:
+                disk.committed(last)
+        if meta is not None:
+            core.load_meta(meta)
+        log.info("join partition %d restored: %d pending in memory, %d on disk (%d read from "
+                 "the changelog) in %.1f s", p, len(memory), len(disk) if disk else 0,
+                 restored_disk, time.monotonic() - began)
+
+    def on_message(self, kind: str, offset: int, key, value) -> None:
+        self.core.on_message(kind, offset, key, value)
+
+    def checkpoint(self, backlogged: set[str]) -> None:
+        core = self.core
+        quiet = core.events_since_settle == 0
+        internal, names, p = self.internal, self.config.names, self.partition
+        outputs: list[Output] = []
+        for name, batch in core.settle(backlogged=backlogged, quiet=quiet):
+            if not batch.records and not batch.stats and not batch.counters \
+                    and self._sent_frontier.get(name) == batch.frontier:
+                continue  # nothing new to say
+            self._sent_frontier[name] = batch.frontier
+            outputs.append(Output(internal.outcomes, name.encode(), encode_batch(batch)))
+        for dead in core.take_dead_letters():
+            outputs.append(Output(names.deadletter, dead.key, dead.value, dead.headers()))
+        for rid, entry in core.joiner.memory.drain_dirty():
+            outputs.append(Output(internal.join_state, b"r/" + rid.encode(),
+                                  encode_entry(entry) if entry is not None else None, None, p))
+        disk = core.joiner.disk
+        if disk is not None:
+            for rid, entry in disk.drain_dirty():
+                outputs.append(Output(internal.join_disk, b"r/" + rid.encode(),
+                                      encode_entry(entry) if entry is not None else None, None, p))
+        outputs.append(Output(internal.join_state, b"m", _PACK.encode(core.meta()), None, p))
+        self.checkpointer.commit(outputs)
+        if disk is not None and internal.join_disk in self.checkpointer.last_offsets:
+            disk.committed(self.checkpointer.last_offsets[internal.join_disk])
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        if self.core.joiner.disk is not None:
+            self.core.joiner.disk.close()
+
+
+class EvalTask:
+    """One partition of the outcomes topic: the evaluators of the experiments keyed there."""
+
+    def __init__(self, config: WorkerConfig, partition: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.partition = partition
+        self.internal = config.internal
+        self.experiments = {e.name: e for e in config.experiments}
+        self.evaluators: dict[str, ExperimentEvaluator] = {}
+        self.next_offset = 0
+        self.outputs: list[Output] = []
+        self.urgent = False
+        self.clock = clock
+        self.last_snapshot = -math.inf
+        self.unpublished: set[str] = set()  # experiments whose snapshot is out of date
+        self.checkpointer = Checkpointer(config.bootstrap, f"{config.app_id}-eval-{partition}")
+        self.restore()
+
+    def restore(self) -> None:
+        for _, key, value in read_changelog(self.config.bootstrap, self.internal.eval_state,
+                                            self.partition):
+            if key == b"m":
+                self.next_offset = _UNPACK.decode(value)["offset"]
+            elif key.startswith(b"e/") and value is not None:
+                name = key[2:].decode()
+                if name in self.experiments:
+                    self.evaluators[name] = ExperimentEvaluator.from_dict(
+                        self.experiments[name], self.config.partitions, _UNPACK.decode(value))
+
+    def evaluator(self, name: str) -> ExperimentEvaluator | None:
+        ev = self.evaluators.get(name)
+        if ev is None and name in self.experiments:
+            ev = self.evaluators[name] = ExperimentEvaluator(self.experiments[name],
+                                                             self.config.partitions)
+        return ev
+
+    def on_message(self, offset: int, key: bytes, value: bytes) -> None:
+        if offset < self.next_offset:
+            return
+        self.next_offset = offset + 1
+        ev = self.evaluator(key.decode())
+        if ev is None:
+            return  # an experiment another worker version evaluates
+        events = ev.add_batch(decode_batch(value))
+        control = self.config.names.control
+        for event in events:
+            self.outputs.append(Output(control, event.experiment.encode(), encode(event)))
+            self.urgent = True
+
+    def checkpoint(self, *, force_snapshot: bool = False) -> None:
+        internal, p = self.internal, self.partition
+        outputs, self.outputs = self.outputs, []
+        now = self.clock()
+        snapshot_due = force_snapshot or now - self.last_snapshot >= self.config.snapshot_interval
+        for name, ev in self.evaluators.items():
+            if ev.changed:
+                outputs.append(Output(internal.eval_state, b"e/" + name.encode(),
+                                      _PACK.encode(ev.to_dict()), None, p))
+                ev.changed = False
+                self.unpublished.add(name)
+            if snapshot_due and name in self.unpublished:
+                outputs.append(Output(self.config.names.stats, name.encode(),
+                                      _JSON.encode(ev.snapshot())))
+                self.unpublished.discard(name)
+        if snapshot_due:
+            self.last_snapshot = now
+        outputs.append(Output(internal.eval_state, b"m",
+                              _PACK.encode({"offset": self.next_offset}), None, p))
+        self.checkpointer.commit(outputs)
+        self.urgent = False
+
+    def close(self) -> None:
+        self.checkpointer.close()
+
+
+class EndOffsets:
+    """The current end of input partitions, asked of the broker at each checkpoint.
+
+    The join holds its watermark back for topics with unread messages (streams/join.py).
+    The consumer's own high watermarks are only as fresh as its last fetch of each
+    partition, which is how a topic with new messages can look read to its end; one
+    ListOffsets request per checkpoint gives the truth.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        from rollguard.kafka.clients import client_config
+
+        self._admin = AdminClient(client_config(bootstrap))
+
+    def __call__(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        if not tps:
+            return {}
+        request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in tps}
+        futures = self._admin.list_offsets(request, isolation_level=IsolationLevel.READ_COMMITTED,
+                                           request_timeout=10)
+        ends = {}
+        for tp, future in futures.items():
+            try:
+                ends[tp.topic, tp.partition] = future.result().offset
+            except KafkaException:
+                pass  # unknown end: the partition counts as having unread messages
+        return ends
+
+
+class Runtime:
+    """Routes Faust's messages to partition tasks and checkpoints them on Faust's commits."""
+
+    def __init__(self, config: WorkerConfig,
+                 end_offsets: Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]) -> None:
+        self.config = config
+        names = config.names
+        self.kind_of = {names.requests: "requests", names.predictions: "predictions",
+                        names.labels: "labels"}
+        self.topic_of = {kind: topic for topic, kind in self.kind_of.items()}
+        self.outcomes = config.internal.outcomes
+        self.end_offsets = end_offsets
+        self.join_tasks: dict[int, JoinTask] = {}
+        self.eval_tasks: dict[int, EvalTask] = {}
+        self.last_checkpoint_s = 0.0
+
+    def join_task(self, partition: int) -> JoinTask:
+        task = self.join_tasks.get(partition)
+        if task is None:
+            task = self.join_tasks[partition] = JoinTask(self.config, partition)
+        return task
+
+    def eval_task(self, partition: int) -> EvalTask:
+        task = self.eval_tasks.get(partition)
+        if task is None:
+            task = self.eval_tasks[partition] = EvalTask(self.config, partition)
+        return task
+
+    # -- messages ---------------------------------------------------------------------------
+    def on_input(self, message: Any) -> None:
+        task = self.join_tasks.get(message.partition) or self.join_task(message.partition)
+        task.on_message(self.kind_of[message.topic], message.offset, message.key, message.value)
+
+    def on_outcome(self, message: Any) -> None:
+        task = self.eval_tasks.get(message.partition) or self.eval_task(message.partition)
+        task.on_message(message.offset, message.key, message.value)
+        if task.urgent:  # a decision: publish it now, not at the next interval
+            task.checkpoint()
+
+    # -- assignment -------------------------------------------------------------------------
+    def assigned(self, tps: Any) -> None:
+        for tp in tps:
+            if tp.topic in self.kind_of:
+                self.join_task(tp.partition)
+            elif tp.topic == self.outcomes:
+                self.eval_task(tp.partition)
+
+    def revoked(self, tps: Any) -> None:
+        for tp in tps:
+            tasks = self.join_tasks if tp.topic in self.kind_of else \
+                self.eval_tasks if tp.topic == self.outcomes else None
+            if tasks is not None and tp.partition in tasks:
+                tasks.pop(tp.partition).close()
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def checkpoint(self, *, final: bool = False) -> None:
+        began = time.perf_counter()
+        tasks = list(self.join_tasks.items())
+        ends = self.end_offsets([(self.topic_of[k], p) for p, _ in tasks for k in INPUT_KINDS])
+        for p, task in tasks:
+            backlogged = {kind for kind in INPUT_KINDS
+                          if ends.get((self.topic_of[kind], p), math.inf) > task.core.next_offset[kind]}
+            task.checkpoint(backlogged)
+        for task in list(self.eval_tasks.values()):
+            task.checkpoint(force_snapshot=final)
+        self.last_checkpoint_s = time.perf_counter() - began
+
+    def close(self) -> None:
+        for tasks in (self.join_tasks, self.eval_tasks):
+            for task in tasks.values():
+                task.close()
+            tasks.clear()

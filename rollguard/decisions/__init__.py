@@ -1,0 +1,1 @@
+"""From statistics to control events: event-time ordering, the policy per mode."""

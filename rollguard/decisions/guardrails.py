@@ -1,0 +1,269 @@
+"""Guardrails: one monitor per guardrail of the experiment file and candidate.
+
+Each feeds an anytime-valid test of :mod:`rollguard.stats.sequential` from the ordered
+records and answers ``pass`` (holds with confidence), ``fail`` (breached with confidence) or
+``undecided``. They run at the candidate's α (the experiment's α, Bonferroni-split across
+candidates), like the primary metric.
+
+- ``latency_pXX_ms``: ``max_ratio`` → the candidate's quantile CS against the champion's
+  (:class:`QuantileRatioGuardrail`); ``max`` → the candidate's quantile CS against a limit.
+- ``error_rate``: ``max`` → mean of the candidate's error indicator; ``max_diff`` → its
+  difference to the champion's (independent streams).
+- ``precision``/``recall``/``accuracy`` (optionally in a ``segment``): ``min`` → the mean of
+  "correct" over the candidate's predicted positives (precision), of "predicted positive"
+  over actual positives (recall), of "correct" over all (accuracy); multiclass precision and
+  recall are micro-averaged, i.e. accuracy. Restricting a stream to the requests that match
+  a condition known when they arrive keeps the sequence anytime-valid (optional sampling of
+  an i.i.d. stream is again i.i.d.).
+- ``agreement``: ``min`` → mean of "same prediction as the champion" (label-free proxy).
+- ``srm``: sample-ratio mismatch of the served split against the published traffic
+  (Lindon & Malek 2022 e-process); one per experiment.
+- ``score_psi`` / ``score_ks``: ``max`` → drift of the candidate's scores against its first
+  ``reference.n`` scores (label-free proxy). A point estimate without an error guarantee:
+  undecided until the reference and as many current scores are in, then pass or fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollguard.stats import Drift
+from rollguard.stats.sequential import (
+    FAIL,
+    PASS,
+    UNDECIDED,
+    DiffThresholdTest,
+    QuantileCS,
+    QuantileRatioGuardrail,
+    SRMTest,
+    ThresholdTest,
+    from_dict,
+)
+
+_QUANTILE = {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
+
+
+def _segment_text(segment) -> str:
+    return "" if not segment else "[" + ",".join(f"{k}={v}" for k, v in segment.items()) + "]"
+
+
+def _matches(record, segment) -> bool:
+    if not segment:
+        return True
+    segments = record.segments or {}
+    return all(segments.get(k) == v for k, v in segment.items())
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+class Monitor:
+    """One guardrail of one candidate. Subclasses say what they feed and how they read."""
+
+    kind = "monitor"
+
+    def __init__(self, name: str, test: Any) -> None:
+        self.name = name
+        self.test = test
+
+    def on_scored(self, record, cand, champ) -> None:
+        pass
+
+    def on_outcome(self, record, cand, champ, reader) -> None:
+        pass
+
+    def status(self) -> str:
+        return self.test.status()
+
+    def evidence(self) -> dict[str, Any]:
+        return {"guardrail": self.name, "status": self.status(), **self.test.evidence()}
+
+    def state(self) -> Any:
+        return self.test.to_dict()
+
+    def load(self, state: Any) -> None:
+        self.test = from_dict(state)
+
+    def explain(self) -> str:
+        """What the figures say, for a reason sentence."""
+        lo, hi = self.test.interval()
+        return f"{self.name}: the candidate's value lies in [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+class LatencyRatio(Monitor):
+    def __init__(self, metric: str, max_ratio: float, alpha: float) -> None:
+        super().__init__(f"{metric} <= {max_ratio:g} x champion",
+                         QuantileRatioGuardrail(alpha, q=_QUANTILE[metric], max_ratio=max_ratio))
+
+    def on_scored(self, record, cand, champ) -> None:
+        if cand is not None and cand.latency_ms is not None:
+            self.test.update("candidate", cand.latency_ms)
+        if champ is not None and champ.latency_ms is not None:
+            self.test.update("champion", champ.latency_ms)
+
+    def explain(self) -> str:
+        c_lo, c_hi = self.test.interval("candidate")
+        h_lo, h_hi = self.test.interval("champion")
+        return (f"{self.name}: the candidate's quantile lies in [{_fmt(c_lo)}, {_fmt(c_hi)}] ms, "
+                f"the champion's in [{_fmt(h_lo)}, {_fmt(h_hi)}] ms")
+
+
+class LatencyMax(Monitor):
+    def __init__(self, metric: str, limit: float, alpha: float) -> None:
+        super().__init__(f"{metric} <= {limit:g} ms", QuantileCS(alpha, q=_QUANTILE[metric]))
+        self.limit = limit
+
+    def on_scored(self, record, cand, champ) -> None:
+        if cand is not None and cand.latency_ms is not None:
+            self.test.update(cand.latency_ms)
+
+    def status(self) -> str:
+        lo, hi = self.test.interval()
+        if lo > self.limit:
+            return FAIL
+        if hi <= self.limit:
+            return PASS
+        return UNDECIDED
+
+    def evidence(self) -> dict[str, Any]:
+        return {"guardrail": self.name, "status": self.status(), "limit_ms": self.limit,
+                **self.test.evidence()}
+
+
+class ErrorRateMax(Monitor):
+    def __init__(self, limit: float, alpha: float) -> None:
+        super().__init__(f"error_rate <= {limit:g}", ThresholdTest(alpha, 0.0, 1.0, max=limit))
+
+    def on_scored(self, record, cand, champ) -> None:
+        if cand is not None:
+            self.test.update(1.0 if cand.error is not None else 0.0)
+
+
+class ErrorRateDiff(Monitor):
+    def __init__(self, limit: float, alpha: float) -> None:
+        super().__init__(f"error_rate <= champion + {limit:g}",
+                         DiffThresholdTest(alpha, 0.0, 1.0, max=limit))
+
+    def on_scored(self, record, cand, champ) -> None:
+        if cand is not None:
+            self.test.update("candidate", 1.0 if cand.error is not None else 0.0)
+        if champ is not None:
+            self.test.update("champion", 1.0 if champ.error is not None else 0.0)
+
+
+class Quality(Monitor):
+    """precision / recall / accuracy of the candidate, optionally within a segment."""
+
+    def __init__(self, metric: str, limit: float, segment, alpha: float) -> None:
+        super().__init__(f"{metric}{_segment_text(segment)} >= {limit:g}",
+                         ThresholdTest(alpha, 0.0, 1.0, min=limit))
+        self.metric, self.segment = metric, dict(segment) if segment else None
+
+    def on_outcome(self, record, cand, champ, reader) -> None:
+        if cand is None or cand.error is not None or cand.prediction is None:
+            return
+        if not _matches(record, self.segment):
+            return
+        label = record.label
+        if self.metric == "accuracy" or not reader.binary:
+            self.test.update(1.0 if reader.correct(cand, label) else 0.0)
+        elif self.metric == "precision":
+            if reader.predicted_positive(cand):
+                self.test.update(1.0 if reader.actual_positive(label) else 0.0)
+        elif reader.actual_positive(label):  # recall
+            self.test.update(1.0 if reader.predicted_positive(cand) else 0.0)
+
+
+class Agreement(Monitor):
+    def __init__(self, limit: float, alpha: float) -> None:
+        super().__init__(f"agreement >= {limit:g}", ThresholdTest(alpha, 0.0, 1.0, min=limit))
+
+    def on_scored(self, record, cand, champ) -> None:
+        if cand is not None and champ is not None and cand.error is None and champ.error is None:
+            self.test.update(1.0 if cand.prediction == champ.prediction else 0.0)
+
+
+class ScoreDrift(Monitor):
+    kind = "drift"
+
+    def __init__(self, metric: str, limit: float, reference_n: int) -> None:
+        super().__init__(f"{metric} <= {limit:g}", Drift(reference_size=reference_n))
+        self.value_key = "psi" if metric == "score_psi" else "ks"
+        self.limit, self.reference_n = limit, reference_n
+
+    def on_scored(self, record, cand, champ) -> None:
+        if cand is not None and cand.score is not None:
+            self.test.update(cand.score)
+
+    def value(self) -> float | None:
+        figures = self.test.get()
+        if figures["current"] < self.reference_n:
+            return None
+        return figures[self.value_key]
+
+    def status(self) -> str:
+        value = self.value()
+        if value is None:
+            return UNDECIDED
+        return FAIL if value > self.limit else PASS
+
+    def evidence(self) -> dict[str, Any]:
+        figures = self.test.get()
+        return {"guardrail": self.name, "status": self.status(), "value": self.value(),
+                "limit": self.limit, "reference": figures["reference"],
+                "current": figures["current"],
+                "method": "point estimate against the first scores (no error guarantee)"}
+
+    def load(self, state: Any) -> None:
+        self.test = Drift.from_dict(state)
+
+    def explain(self) -> str:
+        return f"{self.name}: the candidate's scores drifted to {_fmt(self.value())}"
+
+
+class SampleRatio(Monitor):
+    """Sample-ratio mismatch of the whole experiment (not per candidate)."""
+
+    def __init__(self, alpha: float, shares: dict[str, float]) -> None:
+        super().__init__("srm", SRMTest(alpha, shares=dict(shares)))
+
+    def on_served(self, arm: str) -> None:
+        self.test.update(arm)
+
+    def set_shares(self, shares: dict[str, float]) -> None:
+        self.test.set_shares({a: s for a, s in shares.items() if s > 0})
+
+    def explain(self) -> str:
+        return (f"srm: the served split does not match the published traffic "
+                f"(e-value {self.test.e_value:.3g} >= 1/alpha)")
+
+
+def monitors_for(experiment: Any, alpha: float) -> list[Monitor]:
+    """The per-candidate monitors of ``experiment``'s guardrails, in file order."""
+    monitors: list[Monitor] = []
+    reference_n = (experiment.reference.n if experiment.reference and experiment.reference.n
+                   else 1000)
+    for g in experiment.guardrails:
+        m = g.metric
+        if m in _QUANTILE:
+            if g.max_ratio is not None:
+                monitors.append(LatencyRatio(m, g.max_ratio, alpha))
+            if g.max is not None:
+                monitors.append(LatencyMax(m, g.max, alpha))
+        elif m == "error_rate":
+            if g.max is not None:
+                monitors.append(ErrorRateMax(g.max, alpha))
+            if g.max_diff is not None:
+                monitors.append(ErrorRateDiff(g.max_diff, alpha))
+        elif m in ("precision", "recall", "accuracy"):
+            monitors.append(Quality(m, g.min, g.segment, alpha))
+        elif m == "agreement":
+            monitors.append(Agreement(g.min, alpha))
+        elif m in ("score_psi", "score_ks"):
+            monitors.append(ScoreDrift(m, g.max, reference_n))
+    return monitors
+
+
+def wants_srm(experiment: Any) -> bool:
+    return any(g.metric == "srm" for g in experiment.guardrails)

@@ -1,0 +1,174 @@
+"""``rollguard replay``: what would rollguard have decided on these events?
+
+The pure core without a broker: the same :class:`~rollguard.streams.partition.JoinPartition`
+and :class:`~rollguard.decisions.evaluator.ExperimentEvaluator` the live worker runs, fed
+from a replay file (EVENTS.md, "Replay files") or from a range of the input topics. For the
+same events it gives the same control events (action, seq, reason, evidence) as the worker.
+
+>>> from rollguard.schemas import parse_experiments
+>>> exps = parse_experiments("{name: e, task: binary, mode: shadow, champion: m:1, "
+...                          "candidates: [m:2], primary: {metric: accuracy}}", "doc.yaml")
+>>> line = ('{"topic": "predictions", "request_id": "r1", "experiment": "e", "ts": 1, '
+...         '"model": "m", "version": "%s", "served": %s, "prediction": 1}')
+>>> lines = [(line % ("1", "true")).encode(), b'oops', (line % ("2", "false")).encode()]
+>>> replay = Replay(exps)
+>>> events = replay.run_lines(lines)
+>>> [e.action for e in events], replay.bad_lines
+(['start'], [(2, 'replay line rejected: the value is not valid JSON (expecting value at line 1, column 1).')])
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from rollguard.decisions.evaluator import ExperimentEvaluator
+from rollguard.schemas.events import ControlEvent, Invalid, decode_replay_line
+from rollguard.streams.join import INPUT_KINDS
+from rollguard.streams.partition import JoinPartition
+
+#: how many events between two settles of the join (any value gives the same decisions)
+SETTLE_EVERY = 512
+
+
+class Replay:
+    """Joins and evaluates a stream of events offline, one join partition per input
+    partition (a replay file is one partition)."""
+
+    def __init__(self, experiments: Iterable[Any], partitions: int = 1,
+                 on_bad: Callable[[int, str], None] | None = None) -> None:
+        self.experiments = list(experiments)
+        self.on_bad = on_bad
+        self.parts = [JoinPartition(p, self.experiments) for p in range(partitions)]
+        self.evaluators = {e.name: ExperimentEvaluator(e, partitions) for e in self.experiments}
+        self.bad_lines: list[tuple[int, str]] = []
+        self.events = 0
+
+    def settle(self, partition: int, backlogged: Iterable[str] = (), flush: bool = False
+               ) -> list[ControlEvent]:
+        out: list[ControlEvent] = []
+        part = self.parts[partition]
+        for name, batch in part.settle(backlogged=backlogged, flush=flush):
+            out.extend(self.evaluators[name].add_batch(batch))
+        for dead in part.take_dead_letters():
+            self._bad(dead.offset + 1, dead.error)
+        return out
+
+    def _bad(self, number: int, reason: str) -> None:
+        self.bad_lines.append((number, reason))
+        if self.on_bad is not None:
+            self.on_bad(number, reason)
+
+    def finish(self) -> list[ControlEvent]:
+        """Input is over: flush every partition and evaluator."""
+        out: list[ControlEvent] = []
+        for p in range(len(self.parts)):
+            out.extend(self.settle(p, flush=True))
+        for evaluator in self.evaluators.values():
+            out.extend(evaluator.flush())
+        return out
+
+    # -- a replay file ----------------------------------------------------------------------
+    def run_lines(self, lines: Iterable[bytes], on_event: Callable[[ControlEvent], None] | None = None
+                  ) -> list[ControlEvent]:
+        """Replay file lines (one partition); returns (and passes to ``on_event``) the
+        control events in order. Bad lines are kept in ``bad_lines`` as (line number,
+        reason) and skipped, as the worker would dead-letter them."""
+        part = self.parts[0]
+        collected: list[ControlEvent] = []
+
+        def emit(events: list[ControlEvent]) -> None:
+            for event in events:
+                collected.append(event)
+                if on_event is not None:
+                    on_event(event)
+
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            parsed = decode_replay_line(line)
+            if type(parsed) is Invalid:
+                self._bad(number, parsed.reason)
+                continue
+            kind, event = parsed
+            part.on_event(kind, number - 1, event, None, line)
+            self.events += 1
+            if self.events % SETTLE_EVERY == 0:
+                emit(self.settle(0))
+        emit(self.finish())
+        return collected
+
+
+def read_lines(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        yield from handle
+
+
+# -- a range of the input topics ------------------------------------------------------------
+def run_from_kafka(replay: Replay, bootstrap: str, names: Any, start_ts: float | None,
+                   end_ts: float | None, on_event: Callable[[ControlEvent], None],
+                   progress: Callable[[int], None] | None = None) -> None:
+    """Replay the input topics between two event times (message timestamps), partition by
+    partition as the live worker joins them, with the backlog of each topic known."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from rollguard.kafka.clients import client_config
+
+    consumer = Consumer(client_config(bootstrap, **{
+        "group.id": f"rollguard-replay-{time.time_ns()}", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "enable.partition.eof": False}))
+    try:
+        topics = {kind: getattr(names, kind) for kind in INPUT_KINDS}
+        metadata = consumer.list_topics(timeout=10).topics
+        n = len(metadata[topics["predictions"]].partitions)
+        ends: dict[tuple[str, int], int] = {}
+        assignment = []
+        for kind, topic in topics.items():
+            for p in range(n):
+                tp_lo = TopicPartition(topic, p, int(start_ts * 1000) if start_ts else 0)
+                lo = consumer.offsets_for_times([tp_lo], timeout=10)[0].offset if start_ts else -2
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if end_ts is not None:
+                    hit = consumer.offsets_for_times(
+                        [TopicPartition(topic, p, int(end_ts * 1000))], timeout=10)[0].offset
+                    high = hit if hit >= 0 else high
+                ends[kind, p] = high
+                if lo < 0 and start_ts:
+                    lo = high  # nothing after start_ts
+                assignment.append(TopicPartition(topic, p, lo))
+        consumer.assign(assignment)
+        replay.parts = [JoinPartition(p, replay.experiments) for p in range(n)]
+        replay.evaluators = {e.name: ExperimentEvaluator(e, n) for e in replay.experiments}
+        positions = {key: -1 for key in ends}
+        kind_of = {topic: kind for kind, topic in topics.items()}
+        done = {key for key, end in ends.items() if end <= 0}
+        read = 0
+        while len(done) < len(ends):
+            messages = consumer.consume(2000, timeout=1.0)
+            for msg in messages:
+                if msg.error() is not None:
+                    continue
+                kind, p = kind_of[msg.topic()], msg.partition()
+                if msg.offset() >= ends[kind, p]:
+                    done.add((kind, p))
+                    continue
+                positions[kind, p] = msg.offset()
+                if msg.offset() + 1 >= ends[kind, p]:
+                    done.add((kind, p))
+                replay.parts[p].on_message(kind, msg.offset(), msg.key(), msg.value())
+                read += 1
+            if not messages:
+                done.update(key for key in ends if positions[key] + 1 >= ends[key])
+                if not messages and len(done) < len(ends):
+                    continue
+            for p in range(n):
+                backlogged = {k for k in INPUT_KINDS if (k, p) not in done}
+                for event in replay.settle(p, backlogged):
+                    on_event(event)
+            if progress is not None:
+                progress(read)
+        for event in replay.finish():
+            on_event(event)
+    finally:
+        consumer.close()

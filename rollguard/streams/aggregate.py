@@ -1,0 +1,284 @@
+"""The descriptive statistics of one experiment, built from joined records.
+
+Per arm: serving figures on every scored request (latency quantiles, error rate, served
+count) and, on labelled outcomes, the task's metrics (accuracy, precision, recall, log-loss,
+Brier, ROC AUC, calibration; or MAE/MSE), overall and per segment value; per candidate the
+pair figures against the champion (agreement, score correlation, per-request loss
+differences of the primary metric); the label delay distribution; hourly event-time
+buckets of the primary loss per arm; drift of each arm's scores and of the requests'
+numeric features against a reference.
+
+Every part is a mergeable statistic of :mod:`rollguard.stats`, so each join partition keeps
+a partial (a delta between checkpoints) and the evaluator adds them up per experiment.
+Score drift is the exception: its reference is the experiment's first N scores in event
+time, so the evaluator feeds it from the ordered records (:meth:`on_ordered_scored`).
+Feature drift is fed from the requests as each join partition reads them, so its reference
+is "the first N requests of each partition": a partition's deltas keep taking reference
+values until its budget (``reference_left``, kept across deltas) is spent.
+
+>>> from types import SimpleNamespace as Exp
+>>> from rollguard.streams.records import ArmView, JoinedRecord, OUTCOME
+>>> exp = Exp(name="e", task="binary", arms=("m:1", "m:2"), champion="m:1",
+...           primary=Exp(metric="accuracy"), segments=(), is_positive=bool)
+>>> views = (ArmView("m:1", True, True, 0.9, 5.0, None, 1.0),
+...          ArmView("m:2", False, False, 0.4, 7.0, None, 1.0))
+>>> stats = ExperimentStats(exp).on_record(JoinedRecord(OUTCOME, 2.0, "r", "e", None,
+...                                        {"tier": "vip"}, views, True, 2.0))
+>>> stats.get()["arms"]["m:2"]["outcomes"]["accuracy"]
+0.0
+>>> stats.get()["pairs"]["m:2"]["difference_mean"]    # champion loss - candidate loss
+-1.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollguard.stats import (
+    ClassificationStats,
+    DelayStats,
+    Drift,
+    FeatureDrift,
+    Hourly,
+    MeanVariance,
+    PairStats,
+    RegressionStats,
+    ServingStats,
+    from_dict,
+    per_request_loss,
+)
+from rollguard.streams.records import OUTCOME, JoinedRecord
+
+FEATURES = "__features__"
+#: at most this many values per segment key get statistics of their own; the rest share one
+MAX_SEGMENT_VALUES = 50
+OTHER = "__other__"
+
+
+def _loss_of(metric: str, task: str, positive, view, label) -> float | None:
+    """The primary metric's per-request loss of one arm, or None when it cannot be had."""
+    if view.error is not None or view.prediction is None and metric in ("accuracy", "abs_error",
+                                                                        "sq_error"):
+        return None
+    if metric in ("log_loss", "brier"):
+        if view.score is None:
+            return None
+        return per_request_loss(metric, positive(label), score=view.score)
+    if metric == "accuracy" and task == "binary":
+        return per_request_loss(metric, positive(label), positive(view.prediction))
+    try:
+        return per_request_loss(metric, label, view.prediction)
+    except (TypeError, ValueError):  # a regression label or prediction that is not a number
+        return None
+
+
+class ExperimentStats:
+    """A mergeable bundle of one experiment's descriptive statistics."""
+
+    def __init__(self, experiment: Any, *, reference_left: dict[str, int] | None = None,
+                 reference_n: int = 1000) -> None:
+        self.experiment = experiment
+        self.task = experiment.task
+        self.metric = experiment.primary.metric
+        self.champion = experiment.champion
+        self.positive = experiment.is_positive
+        self.segment_keys = tuple(experiment.segments or ())
+        self.reference_n = reference_n
+        self.reference_left = reference_left if reference_left is not None else {}
+        self.serving: dict[str, ServingStats] = {}
+        self.outcomes: dict[str, Any] = {}
+        self.segments: dict[str, dict[str, dict[str, Any]]] = {}
+        self.pairs: dict[str, PairStats] = {}
+        self.delay = DelayStats()
+        self.hourly: dict[str, Hourly] = {}
+        self.score_drift: dict[str, Drift] = {}
+        self.feature_drift = FeatureDrift(self._budget(FEATURES))
+        self.records = 0
+
+    # -- updates ---------------------------------------------------------------------------
+    def _budget(self, key: str) -> int:
+        return self.reference_left.get(key, self.reference_n)
+
+    def spend_reference(self) -> None:
+        """Charge the reference values this partial took to ``reference_left``."""
+        taken = max((d.reference.count for d in self.feature_drift.features.values()), default=0)
+        self.reference_left[FEATURES] = max(0, self._budget(FEATURES) - taken)
+
+    def _metrics(self) -> Any:
+        if self.task == "regression":
+            return RegressionStats()
+        return ClassificationStats(task=self.task)
+
+    def _update_metrics(self, stats: Any, view, label) -> None:
+        if self.task == "regression":
+            try:
+                stats.update(float(label), float(view.prediction))
+            except (TypeError, ValueError):
+                pass
+        elif self.task == "binary":
+            stats.update(self.positive(label), self.positive(view.prediction), view.score)
+        else:
+            stats.update(label, view.prediction)
+
+    def on_record(self, record: JoinedRecord) -> "ExperimentStats":
+        self.records += 1
+        if record.kind == OUTCOME:
+            self._on_outcome(record)
+        else:
+            self._on_scored(record)
+        return self
+
+    def _on_scored(self, record: JoinedRecord) -> None:
+        champion = record.view(self.champion)
+        for view in record.arms:
+            serving = self.serving.get(view.arm)
+            if serving is None:
+                serving = self.serving[view.arm] = ServingStats()
+            serving.update(view.latency_ms, view.error is not None, view.served)
+            if champion is not None and view is not champion and view.error is None \
+                    and champion.error is None:
+                pair = self.pairs.get(view.arm)
+                if pair is None:
+                    pair = self.pairs[view.arm] = PairStats()
+                pair.update(view.prediction, champion.prediction, view.score, champion.score)
+
+    def on_ordered_scored(self, record: JoinedRecord) -> None:
+        """Score drift, fed by the evaluator in event-time order: the reference is then the
+        experiment's first N scores, whatever the partitioning (the join partitions' deltas
+        leave it alone)."""
+        for view in record.arms:
+            if view.score is not None:
+                drift = self.score_drift.get(view.arm)
+                if drift is None:
+                    drift = self.score_drift[view.arm] = Drift(self.reference_n)
+                drift.update(view.score)
+
+    def _on_outcome(self, record: JoinedRecord) -> None:
+        label = record.label
+        served = record.served_arm
+        if served is not None and record.label_ts is not None:
+            served_view = record.view(served)
+            self.delay.update(max(0.0, record.label_ts - served_view.ts))
+        losses: dict[str, float] = {}
+        for view in record.arms:
+            if view.error is not None or view.prediction is None:
+                continue
+            arm = view.arm
+            stats = self.outcomes.get(arm)
+            if stats is None:
+                stats = self.outcomes[arm] = self._metrics()
+            self._update_metrics(stats, view, label)
+            if record.segments:
+                for key, value in record.segments.items():
+                    if self.segment_keys and key not in self.segment_keys:
+                        continue
+                    by_value = self.segments.setdefault(key, {})
+                    if value not in by_value and len(by_value) >= MAX_SEGMENT_VALUES:
+                        value = OTHER
+                    by_arm = by_value.setdefault(value, {})
+                    seg = by_arm.get(arm)
+                    if seg is None:
+                        seg = by_arm[arm] = self._metrics()
+                    self._update_metrics(seg, view, label)
+            loss = _loss_of(self.metric, self.task, self.positive, view, label)
+            if loss is not None:
+                losses[arm] = loss
+                hourly = self.hourly.get(arm)
+                if hourly is None:
+                    hourly = self.hourly[arm] = Hourly(MeanVariance)
+                hourly.update(record.ts, loss)
+        champion_loss = losses.get(self.champion)
+        if champion_loss is not None:
+            for arm, loss in losses.items():
+                if arm != self.champion:
+                    pair = self.pairs.get(arm)
+                    if pair is None:
+                        pair = self.pairs[arm] = PairStats()
+                    pair.update_outcome(loss, champion_loss)
+
+    def on_request(self, request: Any) -> "ExperimentStats":
+        if request.features:
+            self.feature_drift.update(request.features)
+        return self
+
+    # -- merge, read, save -----------------------------------------------------------------
+    def empty(self) -> bool:
+        return self.records == 0 and self.feature_drift.get() == {}
+
+    def merge(self, other: "ExperimentStats") -> "ExperimentStats":
+        self.records += other.records
+        for mine, theirs in ((self.serving, other.serving), (self.outcomes, other.outcomes),
+                             (self.pairs, other.pairs), (self.hourly, other.hourly),
+                             (self.score_drift, other.score_drift)):
+            _merge_into(mine, theirs)
+        for key, by_value in other.segments.items():
+            for value, by_arm in by_value.items():
+                _merge_into(self.segments.setdefault(key, {}).setdefault(value, {}), by_arm)
+        self.delay.merge(other.delay)
+        self.feature_drift.merge(other.feature_drift)
+        return self
+
+    __iadd__ = merge
+
+    def get(self) -> dict[str, Any]:
+        arms = {}
+        for arm in self.experiment.arms:
+            arms[arm] = {
+                "serving": self.serving[arm].get() if arm in self.serving else None,
+                "outcomes": self.outcomes[arm].get() if arm in self.outcomes else None,
+                "hourly_loss": self.hourly[arm].get() if arm in self.hourly else [],
+                "score_drift": self.score_drift[arm].get() if arm in self.score_drift else None,
+            }
+        served_total = sum(s.served for s in self.serving.values())
+        for arm, figures in arms.items():
+            figures["served_share"] = (self.serving[arm].served / served_total
+                                       if served_total and arm in self.serving else None)
+        return {
+            "records": self.records,
+            "arms": arms,
+            "segments": {key: {value: {arm: s.get() for arm, s in by_arm.items()}
+                               for value, by_arm in by_value.items()}
+                         for key, by_value in self.segments.items()},
+            "pairs": {arm: pair.get() for arm, pair in self.pairs.items()},
+            "label_delay": self.delay.get(),
+            "feature_drift": self.feature_drift.get(),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "serving": {a: s.to_dict() for a, s in self.serving.items()},
+            "outcomes": {a: s.to_dict() for a, s in self.outcomes.items()},
+            "segments": {k: {v: {a: s.to_dict() for a, s in by_arm.items()}
+                             for v, by_arm in by_value.items()}
+                         for k, by_value in self.segments.items()},
+            "pairs": {a: s.to_dict() for a, s in self.pairs.items()},
+            "delay": self.delay.to_dict(),
+            "hourly": {a: s.to_dict() for a, s in self.hourly.items()},
+            "score_drift": {a: s.to_dict() for a, s in self.score_drift.items()},
+            "feature_drift": self.feature_drift.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, experiment: Any, d: dict[str, Any]) -> "ExperimentStats":
+        new = cls(experiment, reference_left={})
+        new.records = int(d["records"])
+        new.serving = {a: from_dict(s) for a, s in d["serving"].items()}
+        new.outcomes = {a: from_dict(s) for a, s in d["outcomes"].items()}
+        new.segments = {k: {v: {a: from_dict(s) for a, s in by_arm.items()}
+                            for v, by_arm in by_value.items()}
+                        for k, by_value in d["segments"].items()}
+        new.pairs = {a: from_dict(s) for a, s in d["pairs"].items()}
+        new.delay = from_dict(d["delay"])
+        new.hourly = {a: from_dict(s) for a, s in d["hourly"].items()}
+        new.score_drift = {a: from_dict(s) for a, s in d["score_drift"].items()}
+        new.feature_drift = from_dict(d["feature_drift"])
+        return new
+
+
+def _merge_into(mine: dict, theirs: dict) -> None:
+    for key, stat in theirs.items():
+        if key in mine:
+            mine[key].merge(stat)
+        else:
+            mine[key] = from_dict(stat.to_dict())

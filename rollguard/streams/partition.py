@@ -1,0 +1,189 @@
+"""One join partition, pure: raw input messages in, batches for the evaluator and dead
+letters out. The live worker wraps it with Kafka checkpoints; ``rollguard replay`` drives it
+over a file. Both run exactly this code.
+
+>>> from rollguard.schemas import parse_experiments
+>>> [exp] = parse_experiments('''
+... name: e
+... task: binary
+... mode: shadow
+... champion: m:1
+... candidates: [m:2]
+... primary: {metric: accuracy}
+... allowed_lateness: 0s
+... ''', "doc.yaml")
+>>> part = JoinPartition(0, [exp])
+>>> part.on_message("predictions", 0, b"r1", b'{"request_id": "r1", "experiment": "e", '
+...     b'"ts": 5, "model": "m", "version": "1", "served": true, "prediction": 1}')
+>>> part.on_message("labels", 0, b"r1", b'not json')
+>>> [d.error for d in part.dead_letters]
+['label rejected: the value is not valid JSON (expecting value at line 1, column 1).']
+>>> part.counters[(None, "deadletter:labels:not_json")]
+1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from typing import Any, Iterable
+
+from rollguard.schemas.events import DeadLetter, Invalid, decode_label, decode_prediction, decode_request
+from rollguard.streams.aggregate import ExperimentStats
+from rollguard.streams.join import INPUT_KINDS, Joiner
+from rollguard.streams.pending import DiskStore, MemoryStore
+from rollguard.streams.records import Batch
+
+_DECODE = {"requests": decode_request, "predictions": decode_prediction, "labels": decode_label}
+
+
+def fingerprint(experiment: Any) -> str:
+    """A short digest of an experiment's definition: state built under another one is refused."""
+    return hashlib.sha256(experiment.to_dict_json().encode()).hexdigest()[:16]
+
+
+class JoinPartition:
+    """The join of partition ``partition``: offsets, joiner, statistics deltas, dead letters."""
+
+    def __init__(self, partition: int, experiments: Iterable[Any], *,
+                 disk: DiskStore | None = None, topics: dict[str, str] | None = None) -> None:
+        self.partition = partition
+        self.experiments = {e.name: e for e in experiments}
+        self.joiner = Joiner(self.experiments, memory=MemoryStore(), disk=disk)
+        self.topics = topics or {kind: kind for kind in INPUT_KINDS}  # kind -> topic name
+        self.next_offset = {kind: 0 for kind in INPUT_KINDS}
+        self.reference_left: dict[str, dict[str, int]] = {name: {} for name in self.experiments}
+        self.deltas: dict[str, ExperimentStats] = {}
+        self.dead_letters: list[DeadLetter] = []
+        self.counters: Counter[tuple[str | None, str]] = Counter()
+        self.events_since_settle = 0
+        self._handlers = {"requests": self._on_request, "predictions": self._on_prediction,
+                          "labels": self._on_label}
+
+    # -- input ------------------------------------------------------------------------------
+    def on_message(self, kind: str, offset: int, key: bytes | None, value: bytes | None) -> None:
+        """Use one input message; below the restored offsets it is already in the state."""
+        if offset < self.next_offset[kind]:
+            return
+        event = _DECODE[kind](value if value is not None else b"")
+        if type(event) is Invalid:
+            self.next_offset[kind] = offset + 1
+            self.events_since_settle += 1
+            self._dead(kind, offset, key, value, event)
+            return
+        self.on_event(kind, offset, event, key, value)
+
+    def on_event(self, kind: str, offset: int, event: Any, key: bytes | None = None,
+                 value: bytes | None = None) -> None:
+        """Use one decoded event (``key``/``value``: the raw message, for its dead letter)."""
+        if offset < self.next_offset[kind]:
+            return
+        self.next_offset[kind] = offset + 1
+        self.events_since_settle += 1
+        problem = self._handlers[kind](event)
+        if problem is not None:
+            known = getattr(event, "experiment", None)
+            self._dead(kind, offset, key, value, problem,
+                       known if known in self.experiments else None)
+
+    def _on_request(self, request) -> Invalid | None:
+        problem = self.joiner.on_request(request)
+        if problem is None and request.features:
+            self._delta(request.experiment).on_request(request)
+        return problem
+
+    def _on_prediction(self, prediction) -> Invalid | None:
+        return self.joiner.on_prediction(prediction)
+
+    def _on_label(self, label) -> Invalid | None:
+        return self.joiner.on_label(label)
+
+    def _dead(self, kind: str, offset: int, key, value, problem: Invalid,
+              experiment: str | None = None) -> None:
+        self.counters[experiment, f"deadletter:{kind}:{problem.problem}"] += 1
+        self.dead_letters.append(DeadLetter(key=key, value=value if value is not None else b"",
+                                            error=problem.reason, topic=self.topics[kind],
+                                            partition=self.partition, offset=offset))
+
+    def _delta(self, name: str) -> ExperimentStats:
+        delta = self.deltas.get(name)
+        if delta is None:
+            delta = self.deltas[name] = ExperimentStats(
+                self.experiments[name], reference_left=self.reference_left[name])
+        return delta
+
+    # -- output -----------------------------------------------------------------------------
+    def settle(self, *, backlogged: Iterable[str] = (), quiet: bool = False,
+               flush: bool = False) -> list[tuple[str, Batch]]:
+        """Release what the watermark settled; one batch per experiment (every experiment
+        gets one, even empty, so the evaluator learns this partition's frontier).
+
+        ``backlogged``: input kinds with unread messages (they hold the watermark back);
+        ``quiet``: nothing arrived since the last settle; with no backlog either, the
+        partition is idle and releases everything (``flush`` does so unconditionally).
+        """
+        joiner = self.joiner
+        joiner.backlogged = frozenset(backlogged)
+        idle = flush or (quiet and not joiner.backlogged)
+        records = joiner.release(flush=idle)
+        joiner.expire()
+        by_experiment: dict[str, list] = {name: [] for name in self.experiments}
+        for record in records:
+            by_experiment[record.experiment].append(record)
+            self._delta(record.experiment).on_record(record)
+        counters_by_exp: dict[str | None, dict[str, int]] = {}
+        for (name, what), n in joiner.drain_counters().items():
+            self.counters[name, what] += n
+        for (name, what), n in self.counters.items():
+            counters_by_exp.setdefault(name, {})[what] = n
+        self.counters = Counter()
+        # not tied to an experiment (unreadable input): every experiment's batch carries them
+        shared = {f"all:{what}": n for what, n in counters_by_exp.pop(None, {}).items()}
+        frontier = math.inf if idle else joiner.frontier
+        batches = []
+        for name, recs in by_experiment.items():
+            delta = self.deltas.pop(name, None)
+            stats = None
+            if delta is not None and not delta.empty():
+                delta.spend_reference()
+                stats = delta.to_dict()
+            counters = {**counters_by_exp.get(name, {}), **shared} or None
+            batches.append((name, Batch(self.partition, recs, frontier, stats, counters)))
+        self.events_since_settle = 0
+        return batches
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        dead, self.dead_letters = self.dead_letters, []
+        return dead
+
+    # -- checkpoint meta --------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        joiner = self.joiner
+        return {
+            "offsets": dict(self.next_offset),
+            "max_ts": {k: (v if math.isfinite(v) else None) for k, v in joiner.max_ts.items()},
+            "ready": [[ts, rid] for ts, rid in joiner._ready],
+            "reference_left": self.reference_left,
+            "experiments": {name: fingerprint(e) for name, e in self.experiments.items()},
+        }
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        for name, digest in meta.get("experiments", {}).items():
+            exp = self.experiments.get(name)
+            if exp is not None and fingerprint(exp) != digest:
+                raise ValueError(
+                    f"experiment '{name}' differs from the one this worker's state was built "
+                    "with: give the changed experiment a new name, or delete the worker's "
+                    "state topics to start over.")
+        self.next_offset.update(meta["offsets"])
+        joiner = self.joiner
+        for kind, ts in meta["max_ts"].items():
+            joiner.max_ts[kind] = -math.inf if ts is None else ts
+        joiner._ready = [(ts, rid) for ts, rid in meta["ready"]]
+        import heapq
+
+        heapq.heapify(joiner._ready)
+        for name, left in meta.get("reference_left", {}).items():
+            if name in self.reference_left:
+                self.reference_left[name].update(left)

@@ -1,0 +1,205 @@
+"""The join, pure: any arrival order gives the records an event-time-ordered read gives;
+duplicates count once; late labels and unlabelled requests are counted, not applied."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rollguard.schemas import Label, Prediction, Request
+from rollguard.streams.join import Joiner
+from rollguard.streams.pending import DiskStore, MemoryStore
+from rollguard.streams.records import OUTCOME, SCORED
+
+
+def experiment(mode="shadow", ttl=100.0, lateness=2.0, arms=("m:1", "m:2"), state="memory"):
+    return SimpleNamespace(name="e", mode=mode, arms=arms, label_ttl=ttl,
+                           allowed_lateness=lateness, state=state)
+
+
+def pred(rid, arm, ts, served, prediction=1, exp="e"):
+    model, version = arm.split(":")
+    return Prediction(request_id=rid, experiment=exp, ts=ts, model=model, version=version,
+                      served=served, prediction=prediction)
+
+
+def feed(joiner, kind, event):
+    return {"requests": joiner.on_request, "predictions": joiner.on_prediction,
+            "labels": joiner.on_label}[kind](event)
+
+
+def traffic(rng: random.Random, n: int, mode: str):
+    """Events of ``n`` requests: (kind, ts, event), each topic in event-time order."""
+    events = []
+    for i in range(n):
+        rid, t = f"r{i}", i * 1.0 + rng.random()
+        events.append(("requests", t, Request(request_id=rid, experiment="e", ts=t,
+                                              segments={"tier": rng.choice("ab")})))
+        served_arm = "m:1" if mode == "shadow" or rng.random() < 0.5 else "m:2"
+        for arm in ("m:1", "m:2"):
+            if mode != "shadow" and arm != served_arm and rng.random() < 0.5:
+                continue  # ab: the other arm is scored only sometimes
+            jitter = rng.random() * 0.5
+            events.append(("predictions", t + jitter,
+                           pred(rid, arm, t + jitter, arm == served_arm, rng.randint(0, 1))))
+        if rng.random() < 0.8:
+            lt = t + rng.choice([0.5, 5.0, 30.0, 300.0])  # 300 s is past the 100 s TTL
+            events.append(("labels", lt, Label(request_id=rid, ts=lt, label=rng.randint(0, 1))))
+    return events
+
+
+def run_in_time_order(events, exp):
+    joiner = Joiner({"e": exp})
+    out = []
+    for kind, _, event in sorted(events, key=lambda e: e[1]):
+        assert feed(joiner, kind, event) is None
+        out.extend(joiner.release())
+    out.extend(joiner.release(flush=True))
+    return joiner, out
+
+
+def run_interleaved(events, exp, rng):
+    """Topics read in any interleaving (each in its own order), released at random times
+    with the backlog known, as the live worker does."""
+    joiner = Joiner({"e": exp})
+    queues = {k: [e for e in sorted(events, key=lambda e: e[1]) if e[0] == k]
+              for k in ("requests", "predictions", "labels")}
+    out = []
+    while any(queues.values()):
+        kind = rng.choice([k for k, q in queues.items() if q])
+        for _ in range(rng.randint(1, 30)):  # a fetch batch
+            if not queues[kind]:
+                break
+            _, _, event = queues[kind].pop(0)
+            assert feed(joiner, kind, event) is None
+        if rng.random() < 0.3:
+            joiner.backlogged = frozenset(k for k, q in queues.items() if q)
+            out.extend(joiner.release())
+    joiner.backlogged = frozenset()
+    out.extend(joiner.release(flush=True))
+    return joiner, out
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), mode=st.sampled_from(["shadow", "ab"]),
+       n=st.integers(1, 60))
+def test_any_interleaving_releases_what_event_time_order_releases(seed, mode, n):
+    rng = random.Random(seed)
+    exp = experiment(mode=mode)
+    events = traffic(rng, n, mode)
+    _, expected = run_in_time_order(events, exp)
+    _, got = run_interleaved(events, exp, rng)
+    assert sorted(got, key=lambda r: r.sort_key()) == sorted(expected, key=lambda r: r.sort_key())
+
+
+def test_records_of_one_release_come_in_event_time_order_and_outcomes_follow_scoring():
+    rng = random.Random(7)
+    joiner, out = run_in_time_order(traffic(rng, 200, "shadow"), experiment())
+    assert [r.sort_key() for r in out] == sorted(r.sort_key() for r in out)
+    scored = {r.request_id for r in out if r.kind == SCORED}
+    outcomes = [r for r in out if r.kind == OUTCOME]
+    assert scored == {f"r{i}" for i in range(200)}
+    assert all(r.request_id in scored for r in outcomes)
+    assert all(len(r.arms) == 2 and r.arms[0].arm == "m:1" for r in out), "champion first"
+    assert all(r.segments is not None for r in out), "the request's segments joined"
+
+
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_duplicates_count_once_and_a_label_may_come_first(store, tmp_path):
+    exp = experiment(state=store)
+    joiner = Joiner({"e": exp}, disk=DiskStore(tmp_path / "db") if store == "disk" else None)
+    label = Label(request_id="r1", ts=3.0, label=1)
+    assert joiner.on_label(label) is None                       # before any prediction
+    for _ in range(2):                                          # sent twice by a retry
+        joiner.on_prediction(pred("r1", "m:1", 1.0, True))
+        joiner.on_prediction(pred("r1", "m:2", 1.0, False))
+    joiner.on_label(label)                                      # and the label again
+    out = joiner.release(flush=True)
+    assert [r.kind for r in out] == [SCORED, OUTCOME]
+    assert out[1].label == 1 and out[1].ts == 3.0
+    joiner.on_prediction(pred("r1", "m:2", 1.0, False))         # after it finished
+    joiner.on_label(label)
+    assert joiner.release(flush=True) == []
+    counters = joiner.drain_counters()
+    assert counters[("e", "duplicate_predictions")] == 3
+    assert counters[("e", "duplicate_labels")] == 2
+
+
+def test_a_label_past_the_ttl_is_counted_late_and_not_applied():
+    joiner = Joiner({"e": experiment(ttl=10.0)})
+    joiner.on_prediction(pred("r1", "m:1", 0.0, True))
+    joiner.on_prediction(pred("r1", "m:2", 0.0, False))
+    joiner.on_label(Label(request_id="r1", ts=10.5, label=1))
+    out = joiner.release(flush=True)
+    assert [r.kind for r in out] == [SCORED]
+    assert joiner.drain_counters()[("e", "late_labels")] == 1
+
+
+def test_requests_never_labelled_expire_after_the_ttl_by_event_time():
+    joiner = Joiner({"e": experiment(ttl=10.0, lateness=1.0)})
+    joiner.on_prediction(pred("r1", "m:1", 0.0, True))
+    joiner.on_prediction(pred("r1", "m:2", 0.0, False))
+    joiner.on_prediction(pred("r2", "m:1", 0.0, True))         # its candidate never answers
+    assert joiner.pending() == 2
+    joiner.on_prediction(pred("r3", "m:1", 10.5, True))        # watermark 10.5: not yet
+    joiner.release()
+    joiner.expire()
+    assert joiner.pending() == 3
+    joiner.on_prediction(pred("r4", "m:1", 11.5, True))        # 11.5 - 1 s lateness > 10
+    joiner.release()
+    joiner.expire()
+    counters = joiner.drain_counters()
+    assert counters[("e", "unlabelled_expired")] == 1
+    assert counters[("e", "incomplete_expired")] == 1
+    assert joiner.pending() == 2
+
+
+def test_unusable_events_say_why_in_one_sentence():
+    joiner = Joiner({"e": experiment()})
+    unknown = joiner.on_prediction(pred("r1", "m:1", 0.0, True, exp="other"))
+    assert unknown.problem == "unknown_experiment" and unknown.reason.endswith(".")
+    arm = joiner.on_prediction(pred("r1", "x:9", 0.0, True))
+    assert arm.problem == "unknown_arm" and "'x:9'" in arm.reason
+    joiner.on_prediction(pred("r1", "m:1", 0.0, True))
+    second = joiner.on_prediction(pred("r1", "m:2", 0.0, True))
+    assert second.problem == "second_served"
+    assert joiner.drain_counters() == {}, "a rejected event changes no count"
+
+
+def test_the_watermark_waits_for_a_backlogged_topic():
+    joiner = Joiner({"e": experiment(lateness=0.0)})
+    joiner.on_prediction(pred("r1", "m:1", 5.0, True))
+    joiner.on_prediction(pred("r1", "m:2", 5.0, False))
+    joiner.on_prediction(pred("r2", "m:1", 50.0, True))
+    joiner.backlogged = frozenset({"requests"})   # requests not read that far yet
+    assert joiner.release() == [], "r1's request may still come"
+    joiner.on_request(Request(request_id="r1", experiment="e", ts=4.0, segments={"t": "x"}))
+    joiner.max_ts["requests"] = 60.0
+    [record] = joiner.release()
+    assert record.segments == {"t": "x"}
+
+
+def test_disk_store_restores_what_it_committed(tmp_path):
+    exp = experiment(state="disk", ttl=90 * 86400.0)
+    disk = DiskStore(tmp_path / "db")
+    joiner = Joiner({"e": exp}, disk=disk)
+    for i in range(500):
+        joiner.on_prediction(pred(f"r{i}", "m:1", float(i), True))
+        joiner.on_prediction(pred(f"r{i}", "m:2", float(i), False))
+    joiner.release()
+    changes = disk.drain_dirty()
+    assert len(changes) == 500
+    disk.committed(changelog_offset=499)
+    disk.close()
+
+    reopened = DiskStore(tmp_path / "db")
+    assert len(reopened) == 500 and reopened.changelog_offset == 499
+    joiner = Joiner({"e": exp}, disk=reopened)
+    joiner.on_label(Label(request_id="r42", ts=600.0, label=1))
+    [outcome] = [r for r in joiner.release(flush=True) if r.kind == OUTCOME]
+    assert outcome.request_id == "r42" and outcome.arms[0].ts == 42.0
+    assert isinstance(joiner.memory, MemoryStore) and len(joiner.memory) == 0
