@@ -149,6 +149,83 @@ def schemas_export(directory: Path = typer.Argument(..., help="Where to write th
         out.print(str(path))
 
 
+@app.command("check")
+def check(bootstrap: Optional[str] = typer.Option(
+        None, "--bootstrap-servers", "-b", envvar="KAFKA_BOOTSTRAP_SERVERS",
+        help="Use this broker (default: start the local one on port 9092 if none runs there).")
+          ) -> None:
+    """Send one event of each kind of the contract through Kafka and read it back."""
+    import uuid
+
+    from rich.table import Table
+
+    from rollguard.kafka.local import BrokerError, LocalBroker
+    from rollguard.kafka.roundtrip import round_trip
+    from rollguard.schemas import Invalid, encode
+    from rollguard.streams.topics import TopicNames
+
+    if bootstrap is None:
+        broker = LocalBroker()
+        try:
+            info = broker.start(progress=lambda line: err.print(line))
+        except BrokerError as exc:
+            fail(str(exc))
+        bootstrap = info.bootstrap
+        out.print(f"Kafka {info.kafka_version} broker on {bootstrap} (pid {info.pid}; "
+                  "stop it with `rollguard kafka stop`).")
+    names = TopicNames(f"check-{uuid.uuid4().hex[:8]}.")
+    try:
+        trips = round_trip(bootstrap, names)
+    except Exception as exc:  # noqa: BLE001 - any failure: say it in one sentence
+        fail(f"The round trip through {bootstrap} failed ({exc}): check `rollguard kafka status`.")
+    table = Table(title=f"Round trip through {bootstrap} (topics {names.prefix}*)")
+    table.add_column("kind")
+    table.add_column("sent → received (JSON)", overflow="fold")
+    table.add_column("same")
+    ok = True
+    for trip in trips:
+        same = not isinstance(trip.received, Invalid) and trip.received == trip.sent
+        ok &= same
+        shown = (trip.received.reason if isinstance(trip.received, Invalid) else
+                 f"{trip.received.error} (original bytes {trip.received.value!r})"
+                 if trip.kind == "deadletter" else encode(trip.received).decode())
+        table.add_row(trip.kind, shown, "yes" if same else "[red]NO[/red]")
+    out.print(table)
+    if not ok or len(trips) != 5:
+        fail("Some events did not come back unchanged: see the table above.")
+    out.print("Every event of the contract went through Kafka and came back unchanged.")
+
+
+@app.command("stats")
+def stats(
+    experiment: str = typer.Argument(..., help="The experiment's name."),
+    bootstrap: Optional[str] = BootstrapOption,
+    prefix: Optional[str] = PrefixOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+) -> None:
+    """Print the latest statistics snapshot the worker published for EXPERIMENT."""
+    import json
+
+    from rollguard.kafka.compacted import TopicUnavailable, latest_values
+    from rollguard.stats_view import render
+    from rollguard.streams.topics import TopicNames
+
+    names = TopicNames(prefix)
+    try:
+        latest = latest_values(bootstrap_or_default(bootstrap), names.stats)
+    except TopicUnavailable as exc:
+        fail(str(exc))
+    if experiment not in latest:
+        known = ", ".join(sorted(latest)) or "none"
+        fail(f"No snapshot of experiment '{experiment}' in {names.stats} (experiments there: "
+             f"{known}): is the worker running it?")
+    snapshot = json.loads(latest[experiment])
+    if as_json:
+        sys.stdout.write(json.dumps(snapshot, indent=2) + "\n")
+    else:
+        out.print(render(snapshot))
+
+
 def load_experiment_files(paths: list[Path]) -> list:
     """Every experiment of every file, or one sentence naming the file, experiment and key."""
     from rollguard.schemas import ExperimentError, load_experiments

@@ -47,3 +47,19 @@ def test_topics_service_creates_the_contract_topics_with_the_default_prefix():
 def test_dockerfile_installs_the_package_and_its_console_script():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install" in dockerfile and "COPY rollguard" in dockerfile
+
+
+def test_worker_service_runs_the_example_experiments_after_the_topics():
+    from rollguard.schemas import load_experiments
+
+    worker = compose()["services"]["worker"]
+    assert worker["command"][:2] == ["rollguard", "worker"]
+    experiments_in_image = worker["command"][2]
+    assert experiments_in_image.startswith("/app/")
+    local = ROOT / experiments_in_image.removeprefix("/app/")
+    assert load_experiments(local), "the file the worker reads parses"
+    assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert worker["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == \
+        compose()["services"]["topics"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+    assert worker["healthcheck"]["test"]
+    assert "COPY examples" in (ROOT / "Dockerfile").read_text()
