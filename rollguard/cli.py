@@ -24,8 +24,8 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 BootstrapOption = typer.Option(
     None, "--bootstrap-servers", "-b", envvar="KAFKA_BOOTSTRAP_SERVERS",

@@ -48,6 +48,7 @@ from rollguard.stats import (
     per_request_loss,
 )
 from rollguard.streams.records import OUTCOME, JoinedRecord
+from rollguard.streams.reference import reference_of
 
 FEATURES = "__features__"
 #: at most this many values per segment key get statistics of their own; the rest share one
@@ -83,7 +84,9 @@ class ExperimentStats:
         self.champion = experiment.champion
         self.positive = experiment.is_positive
         self.segment_keys = tuple(experiment.segments or ())
-        self.reference_n = reference_n
+        configured = getattr(experiment, "reference", None)
+        self.reference_n = configured.n if configured is not None and configured.n else reference_n
+        self.file_reference = reference_of(experiment)
         self.reference_left = reference_left if reference_left is not None else {}
         self.serving: dict[str, ServingStats] = {}
         self.outcomes: dict[str, Any] = {}
@@ -92,15 +95,26 @@ class ExperimentStats:
         self.delay = DelayStats()
         self.hourly: dict[str, Hourly] = {}
         self.score_drift: dict[str, Drift] = {}
-        self.feature_drift = FeatureDrift(self._budget(FEATURES))
+        if self.file_reference is not None and self.file_reference.features:
+            self.feature_drift = FeatureDrift(references=self.file_reference.features)
+        else:
+            self.feature_drift = FeatureDrift(self._budget(FEATURES))
         self.records = 0
 
     # -- updates ---------------------------------------------------------------------------
     def _budget(self, key: str) -> int:
         return self.reference_left.get(key, self.reference_n)
 
+    def _score_drift(self, arm: str) -> Drift:
+        file = self.file_reference
+        if file is not None and file.scores.get(arm):
+            return Drift(reference=file.scores[arm])
+        return Drift(self.reference_n)
+
     def spend_reference(self) -> None:
         """Charge the reference values this partial took to ``reference_left``."""
+        if self.feature_drift.fixed_features:
+            return
         taken = max((d.reference.count for d in self.feature_drift.features.values()), default=0)
         self.reference_left[FEATURES] = max(0, self._budget(FEATURES) - taken)
 
@@ -150,7 +164,7 @@ class ExperimentStats:
             if view.score is not None:
                 drift = self.score_drift.get(view.arm)
                 if drift is None:
-                    drift = self.score_drift[view.arm] = Drift(self.reference_n)
+                    drift = self.score_drift[view.arm] = self._score_drift(view.arm)
                 drift.update(view.score)
 
     def _on_outcome(self, record: JoinedRecord) -> None:
