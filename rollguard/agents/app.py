@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 
+from rollguard.agents.checkpoint import CheckpointError
 from rollguard.agents.runtime import EndOffsets, Runtime, WorkerConfig
 from rollguard.agents.transport import RollguardApp
 from rollguard.kafka.admin import check_copartitioned, contract_topics, ensure_topics
@@ -32,7 +33,12 @@ class CheckpointBeforeCommit(faust.Sensor):
         self.runtime = runtime
 
     def on_commit_initiated(self, consumer: Any) -> Any:
-        self.runtime.checkpoint()
+        try:
+            self.runtime.checkpoint()
+        except CheckpointError as exc:
+            # raising stops Faust's commit: offsets never pass the last checkpoint
+            log.error("%s The worker stops; restarted, it resumes from its last checkpoint.", exc)
+            raise
         return None
 
 

@@ -210,7 +210,13 @@ class EvalTask:
         ev = self.evaluator(key.decode())
         if ev is None:
             return  # an experiment another worker version evaluates
-        events = ev.add_batch(decode_batch(value))
+        try:
+            events = ev.add_batch(decode_batch(value))
+        except Exception:  # noqa: BLE001 - a bug must not stop every experiment's evaluation
+            log.exception("the batch at offset %d of %s[%d] could not be evaluated and is "
+                          "skipped; this is a rollguard bug, please report it", offset,
+                          self.internal.outcomes, self.partition)
+            return
         control = self.config.names.control
         for event in events:
             self.outputs.append(Output(control, event.experiment.encode(), encode(event)))

@@ -25,6 +25,7 @@ over a file. Both run exactly this code.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections import Counter
 from typing import Any, Iterable
@@ -34,6 +35,8 @@ from rollguard.streams.aggregate import ExperimentStats
 from rollguard.streams.join import INPUT_KINDS, Joiner
 from rollguard.streams.pending import DiskStore, MemoryStore
 from rollguard.streams.records import Batch
+
+log = logging.getLogger("rollguard.worker")
 
 _DECODE = {"requests": decode_request, "predictions": decode_prediction, "labels": decode_label}
 
@@ -81,7 +84,14 @@ class JoinPartition:
             return
         self.next_offset[kind] = offset + 1
         self.events_since_settle += 1
-        problem = self._handlers[kind](event)
+        try:
+            problem = self._handlers[kind](event)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the worker
+            log.exception("%s at offset %d of %s could not be processed", kind, offset,
+                          self.topics[kind])
+            problem = Invalid(kind[:-1], "internal_error",
+                              f"{kind[:-1]} could not be processed ({type(exc).__name__}: {exc}); "
+                              "this is a rollguard bug, please report it.")
         if problem is not None:
             known = getattr(event, "experiment", None)
             self._dead(kind, offset, key, value, problem,
