@@ -57,8 +57,11 @@ class ArmPosterior:
             return {"n": self.n, "posterior": "beta", "a": 1.0 + self.total,
                     "b": 1.0 + self.n - self.total,
                     "mean": (1.0 + self.total) / (2.0 + self.n)}
-        mean = self.total / self.n if self.n else None
-        return {"n": self.n, "posterior": "normal", "mean": mean}
+        mean = self.total / self.n if self.n else 0.0
+        var = (self.squares / self.n - mean * mean) if self.n > 1 else 1.0
+        # the normal posterior draw() samples from: its mean and standard deviation
+        return {"n": self.n, "posterior": "normal", "mean": mean,
+                "sd": math.sqrt(max(var, 1e-12) / max(self.n, 1))}
 
 
 class Posteriors:

@@ -90,7 +90,7 @@ class Track:
     def counts(self, champion: str) -> dict[str, int]:
         if self.paired:
             return {champion: self.primary.n, self.arm: self.primary.n}
-        c = self.primary.counts
+        c = self.primary.counts()  # DiffMeansCS.counts is a method
         return {champion: c["champion"], self.arm: c["candidate"]}
 
     def interval(self) -> tuple[float | None, float | None]:
@@ -284,7 +284,7 @@ class Policy:
             for arm in dropped:
                 self.tracks[arm].active = False
                 self.tracks[arm].dropped_reason = verdicts[arm][1]
-            reason = " ".join(verdicts[arm][1] for arm in dropped)
+            reason = _one_sentence([verdicts[arm][1] for arm in dropped])
             if not any(t.active for t in self.tracks.values()):
                 return [self._final(ROLLBACK, ts, reason)]
             self._set_traffic(self._without(dropped), ts)
@@ -381,8 +381,9 @@ class Policy:
         exp = self.experiment
         cands = ", ".join(exp.candidates)
         if exp.mode == "shadow":
+            verb = "is" if len(exp.candidates) == 1 else "are"
             return (f"The experiment starts in shadow mode: {exp.champion} serves, {cands} "
-                    "is scored on the same requests.")
+                    f"{verb} scored on the same requests.")
         shares = ", ".join(f"{a} {100 * s:.4g}%" for a, s in self.traffic.items())
         return f"The experiment starts in {exp.mode} mode with traffic {shares}."
 
@@ -397,7 +398,6 @@ class Policy:
 
     def _final(self, action: str, ts: float, reason: str, winner: str | None = None) -> ControlEvent:
         if action == PROMOTE:
-            self.champion_after = winner
             self.traffic, self.shadow = {winner: 1.0}, []
         else:
             self.traffic, self.shadow = {self.champion: 1.0}, []
@@ -467,6 +467,15 @@ class Policy:
         new.records, new.start_ts, new.final = d["records"], d["start_ts"], d["final"]
         new.last_reason = d["last_reason"]
         return new
+
+
+def _one_sentence(reasons: list[str]) -> str:
+    """Several candidates' reasons (each one sentence) as one sentence: "a; b."
+
+    >>> _one_sentence(["m:2 is rolled back: x.", "m:3 is rolled back: y."])
+    'm:2 is rolled back: x; m:3 is rolled back: y.'
+    """
+    return "; ".join(r.rstrip(".") for r in reasons) + "."
 
 
 def _equal(arms: list[str]) -> dict[str, float]:
