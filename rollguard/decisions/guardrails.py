@@ -19,7 +19,8 @@ candidates), like the primary metric.
 - ``srm``: sample-ratio mismatch of the served split against the published traffic
   (Lindon & Malek 2022 e-process); one per experiment.
 - ``score_psi`` / ``score_ks``: ``max`` → drift of the candidate's scores against its first
-  ``reference.n`` scores (label-free proxy). A point estimate without an error guarantee:
+  ``reference.n`` scores, or against its scores in the experiment's ``reference.file``
+  (label-free proxy). A point estimate without an error guarantee:
   undecided until the reference and as many current scores are in, then pass or fail.
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from rollguard.stats import Drift
+from rollguard.streams.reference import reference_of
 from rollguard.stats.sequential import (
     FAIL,
     PASS,
@@ -66,6 +68,11 @@ class Monitor:
     def __init__(self, name: str, test: Any) -> None:
         self.name = name
         self.test = test
+        self._status: str | None = None  # cached until the test takes a new value
+
+    def _feed(self, *value: Any) -> None:
+        self.test.update(*value)
+        self._status = None
 
     def on_scored(self, record, cand, champ) -> None:
         pass
@@ -74,6 +81,12 @@ class Monitor:
         pass
 
     def status(self) -> str:
+        """``pass``, ``fail`` or ``undecided``; recomputed only after new values."""
+        if self._status is None:
+            self._status = self._compute_status()
+        return self._status
+
+    def _compute_status(self) -> str:
         return self.test.status()
 
     def evidence(self) -> dict[str, Any]:
@@ -84,6 +97,7 @@ class Monitor:
 
     def load(self, state: Any) -> None:
         self.test = from_dict(state)
+        self._status = None
 
     def explain(self) -> str:
         """What the figures say, for a reason sentence."""
@@ -98,9 +112,9 @@ class LatencyRatio(Monitor):
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None and cand.latency_ms is not None:
-            self.test.update("candidate", cand.latency_ms)
+            self._feed("candidate", cand.latency_ms)
         if champ is not None and champ.latency_ms is not None:
-            self.test.update("champion", champ.latency_ms)
+            self._feed("champion", champ.latency_ms)
 
     def explain(self) -> str:
         c_lo, c_hi = self.test.interval("candidate")
@@ -116,9 +130,9 @@ class LatencyMax(Monitor):
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None and cand.latency_ms is not None:
-            self.test.update(cand.latency_ms)
+            self._feed(cand.latency_ms)
 
-    def status(self) -> str:
+    def _compute_status(self) -> str:
         lo, hi = self.test.interval()
         if lo > self.limit:
             return FAIL
@@ -137,7 +151,7 @@ class ErrorRateMax(Monitor):
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None:
-            self.test.update(1.0 if cand.error is not None else 0.0)
+            self._feed(1.0 if cand.error is not None else 0.0)
 
 
 class ErrorRateDiff(Monitor):
@@ -147,9 +161,9 @@ class ErrorRateDiff(Monitor):
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None:
-            self.test.update("candidate", 1.0 if cand.error is not None else 0.0)
+            self._feed("candidate", 1.0 if cand.error is not None else 0.0)
         if champ is not None:
-            self.test.update("champion", 1.0 if champ.error is not None else 0.0)
+            self._feed("champion", 1.0 if champ.error is not None else 0.0)
 
 
 class Quality(Monitor):
@@ -167,12 +181,12 @@ class Quality(Monitor):
             return
         label = record.label
         if self.metric == "accuracy" or not reader.binary:
-            self.test.update(1.0 if reader.correct(cand, label) else 0.0)
+            self._feed(1.0 if reader.correct(cand, label) else 0.0)
         elif self.metric == "precision":
             if reader.predicted_positive(cand):
-                self.test.update(1.0 if reader.actual_positive(label) else 0.0)
+                self._feed(1.0 if reader.actual_positive(label) else 0.0)
         elif reader.actual_positive(label):  # recall
-            self.test.update(1.0 if reader.predicted_positive(cand) else 0.0)
+            self._feed(1.0 if reader.predicted_positive(cand) else 0.0)
 
 
 class Agreement(Monitor):
@@ -181,20 +195,23 @@ class Agreement(Monitor):
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None and champ is not None and cand.error is None and champ.error is None:
-            self.test.update(1.0 if cand.prediction == champ.prediction else 0.0)
+            self._feed(1.0 if cand.prediction == champ.prediction else 0.0)
 
 
 class ScoreDrift(Monitor):
     kind = "drift"
 
-    def __init__(self, metric: str, limit: float, reference_n: int) -> None:
-        super().__init__(f"{metric} <= {limit:g}", Drift(reference_size=reference_n))
+    def __init__(self, metric: str, limit: float, reference_n: int,
+                 reference: list[float] | None = None) -> None:
+        drift = Drift(reference=reference) if reference else Drift(reference_size=reference_n)
+        super().__init__(f"{metric} <= {limit:g}", drift)
         self.value_key = "psi" if metric == "score_psi" else "ks"
-        self.limit, self.reference_n = limit, reference_n
+        self.limit = limit
+        self.reference_n = len(reference) if reference else reference_n
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None and cand.score is not None:
-            self.test.update(cand.score)
+            self._feed(cand.score)
 
     def value(self) -> float | None:
         figures = self.test.get()
@@ -202,7 +219,7 @@ class ScoreDrift(Monitor):
             return None
         return figures[self.value_key]
 
-    def status(self) -> str:
+    def _compute_status(self) -> str:
         value = self.value()
         if value is None:
             return UNDECIDED
@@ -217,6 +234,7 @@ class ScoreDrift(Monitor):
 
     def load(self, state: Any) -> None:
         self.test = Drift.from_dict(state)
+        self._status = None
 
     def explain(self) -> str:
         return f"{self.name}: the candidate's scores drifted to {_fmt(self.value())}"
@@ -229,21 +247,24 @@ class SampleRatio(Monitor):
         super().__init__("srm", SRMTest(alpha, shares=dict(shares)))
 
     def on_served(self, arm: str) -> None:
-        self.test.update(arm)
+        self._feed(arm)
 
     def set_shares(self, shares: dict[str, float]) -> None:
         self.test.set_shares({a: s for a, s in shares.items() if s > 0})
+        self._status = None
 
     def explain(self) -> str:
         return (f"srm: the served split does not match the published traffic "
                 f"(e-value {self.test.e_value:.3g} >= 1/alpha)")
 
 
-def monitors_for(experiment: Any, alpha: float) -> list[Monitor]:
-    """The per-candidate monitors of ``experiment``'s guardrails, in file order."""
+def monitors_for(experiment: Any, alpha: float, arm: str) -> list[Monitor]:
+    """The monitors of ``experiment``'s guardrails for candidate ``arm``, in file order."""
     monitors: list[Monitor] = []
     reference_n = (experiment.reference.n if experiment.reference and experiment.reference.n
                    else 1000)
+    file_reference = reference_of(experiment)
+    score_reference = file_reference.scores.get(arm) if file_reference is not None else None
     for g in experiment.guardrails:
         m = g.metric
         if m in _QUANTILE:
@@ -261,7 +282,7 @@ def monitors_for(experiment: Any, alpha: float) -> list[Monitor]:
         elif m == "agreement":
             monitors.append(Agreement(g.min, alpha))
         elif m in ("score_psi", "score_ks"):
-            monitors.append(ScoreDrift(m, g.max, reference_n))
+            monitors.append(ScoreDrift(m, g.max, reference_n, score_reference))
     return monitors
 
 

@@ -84,6 +84,7 @@ class Track:
         else:
             self.primary = DiffMeansCS(alpha, lower, upper, tuned_n=tuned_n)
         self.monitors = monitors
+        self._interval: tuple[float | None, float | None] | None = None
         self.active = True
         self.dropped_reason: str | None = None
 
@@ -93,9 +94,17 @@ class Track:
         c = self.primary.counts()  # DiffMeansCS.counts is a method
         return {champion: c["champion"], self.arm: c["candidate"]}
 
+    def observe(self, *value) -> None:
+        """One observation of the primary metric (a paired difference, or arm and score)."""
+        self.primary.update(*value)
+        self._interval = None
+
     def interval(self) -> tuple[float | None, float | None]:
-        lo, hi = self.primary.interval()
-        return _finite(lo), _finite(hi)
+        """The confidence sequence's bounds, recomputed only after new observations."""
+        if self._interval is None:
+            lo, hi = self.primary.interval()
+            self._interval = (_finite(lo), _finite(hi))
+        return self._interval
 
     def estimate(self) -> float | None:
         est = self.primary.mean if self.paired else self.primary.estimate
@@ -119,6 +128,7 @@ class Track:
 
     def load(self, d: dict[str, Any]) -> None:
         self.primary = from_dict(d["primary"])
+        self._interval = None
         for monitor, state in zip(self.monitors, d["monitors"]):
             monitor.load(state)
         self.active, self.dropped_reason = d["active"], d["dropped_reason"]
@@ -138,7 +148,7 @@ class Policy:
         bounds = self.reader.score_bounds()
         tuned_n = 2 * exp.min_samples
         paired = exp.mode == "shadow"
-        self.tracks = {c: Track(c, alphas[c], paired, bounds, tuned_n, monitors_for(exp, alphas[c]))
+        self.tracks = {c: Track(c, alphas[c], paired, bounds, tuned_n, monitors_for(exp, alphas[c], c))
                        for c in exp.candidates}
         self.traffic, self.shadow = self._initial_traffic()
         self.srm = SampleRatio(exp.alpha, self.traffic) if wants_srm(exp) and \
@@ -227,7 +237,7 @@ class Policy:
                 if track.active and cand is not None and champ_score is not None:
                     score = reader.score(cand, label)
                     if score is not None:
-                        track.primary.update(score - champ_score)
+                        track.observe(score - champ_score)
         else:
             served = record.served_arm
             view = record.view(served) if served is not None else None
@@ -236,9 +246,9 @@ class Policy:
                 if served == self.champion:
                     for track in self.tracks.values():
                         if track.active:
-                            track.primary.update("champion", score)
+                            track.observe("champion", score)
                 elif served in self.tracks and self.tracks[served].active:
-                    self.tracks[served].primary.update("candidate", score)
+                    self.tracks[served].observe("candidate", score)
             if self.bandit is not None and view is not None:
                 reward = reader.reward(record, view)
                 if reward is not None:
