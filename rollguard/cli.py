@@ -335,6 +335,62 @@ def replay(
         run_from_kafka(engine, bootstrap_or_default(bootstrap), TopicNames(prefix), since, until, emit)
 
 
+@app.command("demo")
+def demo(
+    fast: bool = typer.Option(False, "--fast", help="Finish in well under two minutes: 400 "
+                              "applications/s, labels after ~1.5 s (else 100/s and ~4 s)."),
+    seed: int = typer.Option(7, help="The traffic and the models are a pure function of it, and "
+                             "so is which experiment is promoted and which rolled back."),
+    bootstrap: Optional[str] = typer.Option(
+        None, "--bootstrap-servers", "-b", envvar="KAFKA_BOOTSTRAP_SERVERS",
+        help="Use this Kafka (default: KAFKA_BOOTSTRAP_SERVERS, else the local broker of "
+        "`rollguard kafka start`, started and stopped by the demo)."),
+    prefix: Optional[str] = typer.Option(
+        None, "--topic-prefix", help="Prefix of the demo's topics (default: a fresh "
+        "demo-<time>-<seed>-<id>. per run; ROLLGUARD_TOPIC_PREFIX is not used)."),
+    port: int = typer.Option(9092, help="Port of the local broker the demo starts (or uses, "
+                             "when one already runs there)."),
+    keep_broker: bool = typer.Option(False, "--keep-broker", help="Leave the local broker the "
+                                     "demo started running, for `rollguard status`."),
+    work_dir: Optional[Path] = typer.Option(None, help="Where the worker's log and data, the "
+                                            "registry file and the experiment file go "
+                                            "(default: a new temporary directory)."),
+    rate: Optional[float] = typer.Option(None, help="Loan applications per second "
+                                         "(default: 400 with --fast, else 100)."),
+    time_limit: Optional[float] = typer.Option(None, help="Seconds of traffic to wait for every "
+                                               "decision (default: 90 with --fast, else 600)."),
+    plain: bool = typer.Option(False, "--plain", help="Print progress lines instead of a live "
+                               "screen (the default when the output is not a terminal)."),
+) -> None:
+    """Run a model service, the worker and Kafka on this machine: three experiments on loan
+    applications decide live (a promotion, a rollback, a canary), then everything stops."""
+    from rollguard.demo import run_demo
+
+    result = run_demo(fast=fast, seed=seed, bootstrap_servers=bootstrap, topic_prefix=prefix,
+                      port=port, keep_broker=keep_broker, work_dir=work_dir, rate=rate,
+                      time_limit=time_limit, plain=True if plain else None, console=out)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("status")
+def status(
+    experiment: Optional[str] = typer.Argument(None, help="Only this experiment."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw every second until Ctrl-C."),
+    bootstrap: Optional[str] = BootstrapOption,
+    prefix: Optional[str] = PrefixOption,
+) -> None:
+    """Each experiment's state, read from the worker's stats and control topics: mode, arms,
+    traffic, labelled n, the primary metric with Δ and its confidence-sequence bounds,
+    guardrails, label delay, dead letters, and the decision with its reason."""
+    from rollguard.status import StatusError, show_status
+
+    try:
+        show_status(experiment, watch=watch, bootstrap_servers=bootstrap_or_default(bootstrap),
+                    topic_prefix=prefix, console=out)
+    except StatusError as exc:
+        fail(str(exc))
+
+
 def main() -> None:  # console-script entry point
     app()
 

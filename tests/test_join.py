@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rollguard.schemas import Label, Prediction, Request
 from rollguard.streams.join import Joiner
 from rollguard.streams.pending import DiskStore, MemoryStore
-from rollguard.streams.records import OUTCOME, SCORED
+from rollguard.streams.records import FIRST, OUTCOME, SCORED
 
 
 def experiment(mode="shadow", ttl=100.0, lateness=2.0, arms=("m:1", "m:2"), state="memory"):
@@ -100,6 +100,10 @@ def test_records_of_one_release_come_in_event_time_order_and_outcomes_follow_sco
     rng = random.Random(7)
     joiner, out = run_in_time_order(traffic(rng, 200, "shadow"), experiment())
     assert [r.sort_key() for r in out] == sorted(r.sort_key() for r in out)
+    first = [r for r in out if r.kind == FIRST]
+    assert len(first) == 1 and first[0].ts == min(r.ts for r in out), \
+        "one FIRST record, at the experiment's first traffic"
+    out = [r for r in out if r.kind != FIRST]
     scored = {r.request_id for r in out if r.kind == SCORED}
     outcomes = [r for r in out if r.kind == OUTCOME]
     assert scored == {f"r{i}" for i in range(200)}
@@ -119,8 +123,8 @@ def test_duplicates_count_once_and_a_label_may_come_first(store, tmp_path):
         joiner.on_prediction(pred("r1", "m:2", 1.0, False))
     joiner.on_label(label)                                      # and the label again
     out = joiner.release(flush=True)
-    assert [r.kind for r in out] == [SCORED, OUTCOME]
-    assert out[1].label == 1 and out[1].ts == 3.0
+    assert [r.kind for r in out] == [FIRST, SCORED, OUTCOME]
+    assert out[2].label == 1 and out[2].ts == 3.0
     joiner.on_prediction(pred("r1", "m:2", 1.0, False))         # after it finished
     joiner.on_label(label)
     assert joiner.release(flush=True) == []
@@ -135,7 +139,7 @@ def test_a_label_past_the_ttl_is_counted_late_and_not_applied():
     joiner.on_prediction(pred("r1", "m:2", 0.0, False))
     joiner.on_label(Label(request_id="r1", ts=10.5, label=1))
     out = joiner.release(flush=True)
-    assert [r.kind for r in out] == [SCORED]
+    assert [r.kind for r in out] == [FIRST, SCORED]
     assert joiner.drain_counters()[("e", "late_labels")] == 1
 
 
@@ -179,7 +183,8 @@ def test_the_watermark_waits_for_a_backlogged_topic():
     assert joiner.release() == [], "r1's request may still come"
     joiner.on_request(Request(request_id="r1", experiment="e", ts=4.0, segments={"t": "x"}))
     joiner.max_ts["requests"] = 60.0
-    [record] = joiner.release()
+    [first, record] = joiner.release()
+    assert first.kind == FIRST and first.ts == 4.0
     assert record.segments == {"t": "x"}
 
 

@@ -102,3 +102,26 @@ def test_cli_start_error_is_one_line_without_traceback(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "Java 17 or newer" in result.output
+
+
+def test_ctrl_c_while_the_broker_boots_leaves_no_orphan(tmp_path, monkeypatch):
+    from rollguard.kafka import local
+
+    started = []
+    real_popen = local.subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    def interrupted(bootstrap):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(local, "_metadata_ok", interrupted)
+    broker = LocalBroker(port=free_port(), data_dir=tmp_path / "data", home=rollguard_home())
+    with pytest.raises(KeyboardInterrupt):
+        broker.start()
+    assert started and started[-1].poll() is not None, "the broker process was stopped"
+    assert broker.status() is None

@@ -234,8 +234,10 @@ class EvalTask:
                 ev.changed = False
                 self.unpublished.add(name)
             if snapshot_due and name in self.unpublished:
+                snapshot = ev.snapshot()
+                snapshot["published_at"] = time.time()
                 outputs.append(Output(self.config.names.stats, name.encode(),
-                                      _JSON.encode(ev.snapshot())))
+                                      _JSON.encode(snapshot)))
                 self.unpublished.discard(name)
         if snapshot_due:
             self.last_snapshot = now

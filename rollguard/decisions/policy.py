@@ -48,7 +48,7 @@ from rollguard.decisions.guardrails import Monitor, SampleRatio, monitors_for, w
 from rollguard.decisions.observations import Reader
 from rollguard.schemas.events import ControlEvent
 from rollguard.stats.sequential import FAIL, PASS, DiffMeansCS, PairedMeanCS, from_dict, per_candidate_alpha
-from rollguard.streams.records import OUTCOME, JoinedRecord
+from rollguard.streams.records import FIRST, OUTCOME, JoinedRecord
 
 PROMOTE, ROLLBACK, HOLD, SET_TRAFFIC, START = "promote", "rollback", "hold", "set_traffic", "start"
 FINAL = (PROMOTE, ROLLBACK, HOLD)
@@ -207,6 +207,8 @@ class Policy:
         if self.start_ts is None:
             self.start_ts = record.ts
             events.append(self._event(START, record.ts, self._start_reason()))
+        if record.kind == FIRST:  # the first traffic of a join partition: nothing to count
+            return events
         self.records += 1
         if record.kind == OUTCOME:
             self._on_outcome(record)

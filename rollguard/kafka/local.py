@@ -296,22 +296,11 @@ class LocalBroker:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=self.data_dir,
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            code = proc.poll()
-            if code is not None:
-                raise BrokerError(
-                    f"The Kafka broker exited during start with code {code}: read its log "
-                    f"({self.log_file}); its last lines are:\n{self.tail_log(20)}")
-            if _metadata_ok(self.bootstrap):
-                break
-            if time.monotonic() > deadline:
-                _terminate(proc.pid, STOP_TIMEOUT_S)
-                raise BrokerError(
-                    f"The Kafka broker did not answer a metadata request within {timeout:.0f} s "
-                    f"and was stopped: read its log ({self.log_file}); its last lines are:\n"
-                    f"{self.tail_log(20)}")
-            time.sleep(0.2)
+        try:
+            self._wait_ready(proc, timeout)
+        except BaseException:  # an error or Ctrl-C while waiting: leave no orphan broker
+            _terminate(proc.pid, STOP_TIMEOUT_S)
+            raise
         info = BrokerInfo(
             pid=proc.pid, port=self.port, controller_port=controller_port,
             data_dir=str(self.data_dir), log_file=str(self.log_file),
@@ -320,6 +309,23 @@ class LocalBroker:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(info.__dict__, indent=2))
         return info
+
+    def _wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            code = proc.poll()
+            if code is not None:
+                raise BrokerError(
+                    f"The Kafka broker exited during start with code {code}: read its log "
+                    f"({self.log_file}); its last lines are:\n{self.tail_log(20)}")
+            if _metadata_ok(self.bootstrap):
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"The Kafka broker did not answer a metadata request within {timeout:.0f} s "
+                    f"and was stopped: read its log ({self.log_file}); its last lines are:\n"
+                    f"{self.tail_log(20)}")
+            time.sleep(0.2)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""

@@ -47,7 +47,7 @@ from rollguard.stats import (
     from_dict,
     per_request_loss,
 )
-from rollguard.streams.records import OUTCOME, JoinedRecord
+from rollguard.streams.records import FIRST, OUTCOME, JoinedRecord
 from rollguard.streams.reference import reference_of
 
 FEATURES = "__features__"
@@ -135,6 +135,8 @@ class ExperimentStats:
             stats.update(label, view.prediction)
 
     def on_record(self, record: JoinedRecord) -> "ExperimentStats":
+        if record.kind == FIRST:
+            return self
         self.records += 1
         if record.kind == OUTCOME:
             self._on_outcome(record)

@@ -18,6 +18,9 @@ the least advanced input topic that still has a backlog: the three topics may be
 any interleaving, and what is released is the same as when a replay file is read in
 event-time order. Expiry of requests never labelled also follows the watermark.
 
+Once per experiment, a ``FIRST`` record marks the event time of its first accepted request
+or prediction here: the experiment starts with its traffic, before any request is complete.
+
 Duplicates (same request and arm, or a second label) count once: the first wins, and a
 finished request stays as a small ``done`` marker until its TTL runs out.
 
@@ -31,8 +34,8 @@ finished request stays as a small ``done`` marker until its TTL runs out.
 ...                                         model="m", version=arm[-1], served=served,
 ...                                         prediction=1))
 >>> _ = joiner.on_label(Label(request_id="r1", ts=20.0, label=1))
->>> [r.kind for r in joiner.release()]   # watermark 20: SCORED (ready 10) is settled
-[0]
+>>> [(r.kind, r.ts) for r in joiner.release()]   # watermark 20: FIRST and SCORED settled
+[(2, 10.0), (0, 10.0)]
 >>> joiner.on_label(Label(request_id="r9", ts=30.0, label=0)) is None
 True
 >>> [(r.kind, r.ts) for r in joiner.release()]   # watermark 30: the OUTCOME (ready 20) too
@@ -44,11 +47,11 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from rollguard.schemas.events import Invalid
 from rollguard.streams.pending import DiskStore, LabelPart, MemoryStore, PendingEntry
-from rollguard.streams.records import OUTCOME, SCORED, ArmView, JoinedRecord
+from rollguard.streams.records import FIRST, OUTCOME, SCORED, ArmView, JoinedRecord
 
 #: labels keep at most this long waiting for their predictions when no experiment says more
 DEFAULT_ORPHAN_TTL = 7 * 86400.0
@@ -94,6 +97,9 @@ class Joiner:
         self.backlogged: frozenset[str] = frozenset()
         self._ready: list[tuple[float, str]] = []  # (ready time, request_id), lazily pruned
         self.counters: Counter[tuple[str | None, str]] = Counter()
+        #: per experiment, the earliest event time of its traffic here, until its FIRST
+        #: record is released (then None)
+        self.first_seen: dict[str, float | None] = {}
 
     # -- watermark ------------------------------------------------------------------------
     @property
@@ -125,6 +131,7 @@ class Joiner:
         if entry.done or entry.request_ts is not None:
             self.counters[name, "duplicate_requests"] += 1
             return None
+        self._first(name, request.ts)
         entry.request_ts = request.ts
         entry.request_unit = request.unit
         entry.request_segments = request.segments
@@ -172,6 +179,7 @@ class Joiner:
         if pred.ts + self._ttl[name] > entry.deadline:  # the TTL runs from the predictions
             entry.deadline = pred.ts + self._ttl[name]
             new_deadline = True
+        self._first(name, pred.ts)
         preds[arm] = ArmView(arm, pred.served, pred.prediction, pred.score, pred.latency_ms,
                              pred.error, pred.ts)
         if entry.unit is None:
@@ -213,6 +221,11 @@ class Joiner:
             if entry is None or entry.done or self._ready_time(entry) != ready:
                 continue  # stale: expired, finished, or re-queued with a later time
             self._emit(rid, entry, store, released, limit)
+        for name, first in self.first_seen.items():
+            if first is not None and first <= limit:
+                released.append(JoinedRecord(FIRST, first, "", name, None, None, ()))
+                self.first_seen[name] = None
+        released.sort(key=JoinedRecord.sort_key)
         return released
 
     def expire(self) -> list[tuple[str, PendingEntry]]:
@@ -241,6 +254,14 @@ class Joiner:
         return len(self.memory) + (len(self.disk) if self.disk is not None else 0)
 
     # -- internals --------------------------------------------------------------------------
+    def _first(self, name: str, ts: float) -> None:
+        if name not in self.first_seen:
+            self.first_seen[name] = ts
+        else:
+            first = self.first_seen[name]
+            if first is not None and ts < first:
+                self.first_seen[name] = ts
+
     def _saw(self, kind: str, ts: float) -> None:
         if ts > self.max_ts[kind]:
             self.max_ts[kind] = ts

@@ -34,7 +34,7 @@ from rollguard.schemas.events import DeadLetter, Invalid, decode_label, decode_p
 from rollguard.streams.aggregate import ExperimentStats
 from rollguard.streams.join import INPUT_KINDS, Joiner
 from rollguard.streams.pending import DiskStore, MemoryStore
-from rollguard.streams.records import Batch
+from rollguard.streams.records import FIRST, Batch
 
 log = logging.getLogger("rollguard.worker")
 
@@ -141,7 +141,8 @@ class JoinPartition:
         by_experiment: dict[str, list] = {name: [] for name in self.experiments}
         for record in records:
             by_experiment[record.experiment].append(record)
-            self._delta(record.experiment).on_record(record)
+            if record.kind != FIRST:
+                self._delta(record.experiment).on_record(record)
         counters_by_exp: dict[str | None, dict[str, int]] = {}
         for (name, what), n in joiner.drain_counters().items():
             self.counters[name, what] += n
@@ -174,6 +175,7 @@ class JoinPartition:
             "offsets": dict(self.next_offset),
             "max_ts": {k: (v if math.isfinite(v) else None) for k, v in joiner.max_ts.items()},
             "ready": [[ts, rid] for ts, rid in joiner._ready],
+            "first_seen": joiner.first_seen,
             "reference_left": self.reference_left,
             "experiments": {name: fingerprint(e) for name, e in self.experiments.items()},
         }
@@ -191,6 +193,8 @@ class JoinPartition:
         for kind, ts in meta["max_ts"].items():
             joiner.max_ts[kind] = -math.inf if ts is None else ts
         joiner._ready = [(ts, rid) for ts, rid in meta["ready"]]
+        joiner.first_seen = {name: ts for name, ts in meta.get("first_seen", {}).items()
+                             if name in self.experiments}
         import heapq
 
         heapq.heapify(joiner._ready)

@@ -1,5 +1,8 @@
 """What the join hands to the evaluator: one record per request when its predictions are in
-(``SCORED``) and one when its label joins them (``OUTCOME``).
+(``SCORED``) and one when its label joins them (``OUTCOME``); and once per join partition
+and experiment, a ``FIRST`` record at the event time of its first request or prediction,
+so the experiment starts with its first traffic (a shadow experiment's candidates are
+scored only once the ``start`` event tells the routers to).
 
 A record carries the largest event time of its parts, so its place in the evaluator's
 (event time, request_id, kind) order does not depend on the order the topics were read in.
@@ -22,6 +25,7 @@ import msgspec
 
 SCORED = 0   # every expected prediction of the request has arrived
 OUTCOME = 1  # ... and so has its label
+FIRST = 2    # the experiment's first traffic in a join partition: no request, no arms
 
 Value = Union[bool, int, float, str, None]
 
