@@ -64,14 +64,11 @@ def _limit(max: float | None, min: float | None) -> dict[str, float]:
     return limit
 
 
-class ThresholdTest(SequentialTest):
-    """Anytime-valid guardrail: the mean of one stream against ``max`` and/or ``min``.
+class _LimitTest(SequentialTest):
+    """A confidence sequence (``self.cs``) read against ``max`` and/or ``min``: what both
+    threshold tests share. Subclasses say which sequence (``CS``) and how it is fed."""
 
-    ``lower``/``upper`` bound the values (omit both for unbounded values). See the module
-    docstring for the answers and their error rates.
-    """
-
-    TYPE = "sequential.ThresholdTest"
+    CS: type[SequentialTest]
 
     def __init__(
         self,
@@ -85,20 +82,11 @@ class ThresholdTest(SequentialTest):
     ) -> None:
         _check_limits(max, min)
         self.max, self.min = max, min
-        self.cs = MeanCS(alpha=alpha, lower=lower, upper=upper, tuned_n=tuned_n)
+        self.cs = self.CS(alpha=alpha, lower=lower, upper=upper, tuned_n=tuned_n)
 
     @property
     def alpha(self) -> float:
         return self.cs.alpha
-
-    @property
-    def n(self) -> int:
-        return self.cs.n
-
-    def update(self, x: float) -> Self:
-        """Add one observation (e.g. 1.0 for an error, 0.0 for a success)."""
-        self.cs.update(x)
-        return self
 
     def interval(self) -> tuple[float, float]:
         return self.cs.interval()
@@ -115,7 +103,7 @@ class ThresholdTest(SequentialTest):
     def evidence(self) -> dict[str, Any]:
         return {**self.cs.evidence(), "limit": _limit(self.max, self.min), "status": self.status()}
 
-    def merge(self, other: ThresholdTest) -> Self:
+    def merge(self, other: Self) -> Self:
         self._check_same_kind(other, "max", "min")
         self.cs.merge(other.cs)
         return self
@@ -128,11 +116,31 @@ class ThresholdTest(SequentialTest):
         cls._check_type(d)
         obj = cls.__new__(cls)
         obj.max, obj.min = d["max"], d["min"]
-        obj.cs = MeanCS.from_dict(d["cs"])
+        obj.cs = cls.CS.from_dict(d["cs"])
         return obj
 
 
-class DiffThresholdTest(SequentialTest):
+class ThresholdTest(_LimitTest):
+    """Anytime-valid guardrail: the mean of one stream against ``max`` and/or ``min``.
+
+    ``lower``/``upper`` bound the values (omit both for unbounded values). See the module
+    docstring for the answers and their error rates.
+    """
+
+    TYPE = "sequential.ThresholdTest"
+    CS = MeanCS
+
+    @property
+    def n(self) -> int:
+        return self.cs.n
+
+    def update(self, x: float) -> Self:
+        """Add one observation (e.g. 1.0 for an error, 0.0 for a success)."""
+        self.cs.update(x)
+        return self
+
+
+class DiffThresholdTest(_LimitTest):
     """Anytime-valid guardrail on mean(candidate) − mean(champion) from independent arms.
 
     E.g. ``error_rate(cand) − error_rate(champ) ≤ max_diff``:
@@ -148,57 +156,9 @@ class DiffThresholdTest(SequentialTest):
     """
 
     TYPE = "sequential.DiffThresholdTest"
-
-    def __init__(
-        self,
-        alpha: float = 0.05,
-        lower: float | None = None,
-        upper: float | None = None,
-        *,
-        max: float | None = None,
-        min: float | None = None,
-        tuned_n: float = DEFAULT_TUNED_N,
-    ) -> None:
-        _check_limits(max, min)
-        self.max, self.min = max, min
-        self.cs = DiffMeansCS(alpha=alpha, lower=lower, upper=upper, tuned_n=tuned_n)
-
-    @property
-    def alpha(self) -> float:
-        return self.cs.alpha
+    CS = DiffMeansCS
 
     def update(self, arm: str, x: float) -> Self:
         """Add one outcome of ``arm`` ("champion" or "candidate")."""
         self.cs.update(arm, x)
         return self
-
-    def interval(self) -> tuple[float, float]:
-        return self.cs.interval()
-
-    def status(self) -> str:
-        """``"pass"``, ``"fail"`` or ``"undecided"`` (O(1))."""
-        lo, hi = self.cs.interval()
-        return bound_status(lo, hi, max=self.max, min=self.min)
-
-    def get(self) -> str:
-        """Same as :meth:`status` (River's reading method)."""
-        return self.status()
-
-    def evidence(self) -> dict[str, Any]:
-        return {**self.cs.evidence(), "limit": _limit(self.max, self.min), "status": self.status()}
-
-    def merge(self, other: DiffThresholdTest) -> Self:
-        self._check_same_kind(other, "max", "min")
-        self.cs.merge(other.cs)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "max": self.max, "min": self.min, "cs": self.cs.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Self:
-        cls._check_type(d)
-        obj = cls.__new__(cls)
-        obj.max, obj.min = d["max"], d["min"]
-        obj.cs = DiffMeansCS.from_dict(d["cs"])
-        return obj
