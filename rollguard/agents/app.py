@@ -19,7 +19,8 @@ import faust
 from rollguard.agents.checkpoint import CheckpointError
 from rollguard.agents.runtime import EndOffsets, Runtime, WorkerConfig
 from rollguard.agents.transport import RollguardApp
-from rollguard.kafka.admin import check_copartitioned, contract_topics, ensure_topics
+from rollguard.kafka.admin import (check_copartitioned, contract_topics, ensure_topics,
+                                   set_topic_configs)
 
 log = logging.getLogger("rollguard.worker")
 
@@ -48,10 +49,10 @@ def prepare_topics(config: WorkerConfig) -> int:
     partitions = check_copartitioned(config.bootstrap, list(names.inputs()))
     if partitions == 0:
         partitions = config.partitions or 6
-        ensure_topics(config.bootstrap, contract_topics(names, partitions))
-    else:
-        ensure_topics(config.bootstrap, [s for s in contract_topics(names, partitions)])
-    ensure_topics(config.bootstrap, config.internal.specs(partitions))
+    ensure_topics(config.bootstrap, contract_topics(names, partitions))
+    internal = config.internal.specs(partitions)
+    ensure_topics(config.bootstrap, internal)
+    set_topic_configs(config.bootstrap, internal)  # topics an older version created
     check_copartitioned(config.bootstrap, list(names.inputs()))
     return partitions
 
@@ -71,6 +72,7 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
         topic_disable_leader=True,
         stream_wait_empty=True,
         broker_max_poll_records=2000,
+        consumer_max_fetch_size=8 * 1024 * 1024,  # per partition; outcomes batches are large
         broker_session_timeout=config.session_timeout,
         broker_heartbeat_interval=min(3.0, config.session_timeout / 5),
         consumer_group_instance_id=config.instance_id,

@@ -32,6 +32,11 @@ from rollguard.kafka.clients import client_config
 
 log = logging.getLogger(__name__)
 
+#: the largest message a checkpoint may write to the worker's own topics: a backlog can make
+#: one experiment's evaluator state (its reorder buffer) several MiB, beyond Kafka's 1 MiB
+#: default; the internal topics are created with this max.message.bytes
+INTERNAL_MESSAGE_MAX = 64 * 1024 * 1024
+
 
 @dataclass
 class Output:
@@ -61,7 +66,7 @@ class Checkpointer:
             "linger.ms": 5,
             "compression.type": "lz4",
             "transaction.timeout.ms": 60000,
-            "message.max.bytes": 8 * 1024 * 1024,
+            "message.max.bytes": INTERNAL_MESSAGE_MAX,
             "partitioner": "murmur2_random",
         }))
         try:
@@ -126,7 +131,9 @@ def read_changelog(bootstrap: str, changelog: str, partition: int, start: int | 
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
-        "fetch.max.bytes": 64 * 1024 * 1024,
+        "fetch.max.bytes": INTERNAL_MESSAGE_MAX,
+        "max.partition.fetch.bytes": INTERNAL_MESSAGE_MAX,
+        "receive.message.max.bytes": INTERNAL_MESSAGE_MAX + 1024 * 1024,
     }))
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(changelog, partition),

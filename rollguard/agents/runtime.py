@@ -17,17 +17,20 @@ from typing import Any, Callable
 
 import msgspec
 
-from rollguard.agents.checkpoint import Checkpointer, Output, read_changelog
+from rollguard.agents.checkpoint import INTERNAL_MESSAGE_MAX, Checkpointer, Output, read_changelog
 from rollguard.decisions.evaluator import ExperimentEvaluator
 from rollguard.kafka.admin import COMPACTED, TopicSpec
 from rollguard.schemas.events import encode
 from rollguard.streams.join import INPUT_KINDS, uses_disk
 from rollguard.streams.partition import JoinPartition
 from rollguard.streams.pending import DiskStore, decode_entry, encode_entry
-from rollguard.streams.records import decode_batch, encode_batch
+from rollguard.streams.records import Batch, decode_batch, encode_batch
 from rollguard.streams.topics import TopicNames
 
 log = logging.getLogger("rollguard.worker")
+
+#: records per message on the outcomes topic (a few hundred KiB)
+BATCH_RECORDS = 2000
 
 _PACK = msgspec.msgpack.Encoder()
 _UNPACK = msgspec.msgpack.Decoder()
@@ -61,10 +64,11 @@ class InternalTopics:
         return self._name("eval-state")
 
     def specs(self, partitions: int) -> list[TopicSpec]:
-        return [TopicSpec(self.outcomes, partitions, {}),
-                TopicSpec(self.join_state, partitions, dict(COMPACTED)),
-                TopicSpec(self.join_disk, partitions, dict(COMPACTED)),
-                TopicSpec(self.eval_state, partitions, dict(COMPACTED))]
+        large = {"max.message.bytes": str(INTERNAL_MESSAGE_MAX)}
+        return [TopicSpec(self.outcomes, partitions, dict(large)),
+                TopicSpec(self.join_state, partitions, {**COMPACTED, **large}),
+                TopicSpec(self.join_disk, partitions, {**COMPACTED, **large}),
+                TopicSpec(self.eval_state, partitions, {**COMPACTED, **large})]
 
 
 @dataclass
@@ -83,6 +87,27 @@ class WorkerConfig:
     @property
     def internal(self) -> InternalTopics:
         return InternalTopics(self.names, self.app_id)
+
+
+def chunk_batch(batch: Batch, sent_frontier: float, size: int = BATCH_RECORDS) -> list[Batch]:
+    """A large batch as several messages: the early ones keep the frontier already sent
+    (their records must not be released before the last part arrives), the last one
+    carries the new frontier, the statistics and the counters.
+
+    >>> from rollguard.streams.records import JoinedRecord
+    >>> records = [JoinedRecord(0, float(i), f"r{i}", "e", None, None, ()) for i in range(5)]
+    >>> parts = chunk_batch(Batch(0, records, 9.0, None, {"x": 1}), sent_frontier=2.0, size=2)
+    >>> [(len(p.records), p.frontier, p.counters) for p in parts]
+    [(2, 2.0, None), (2, 2.0, None), (1, 9.0, {'x': 1})]
+    """
+    records = batch.records
+    if len(records) <= size:
+        return [batch]
+    parts = [Batch(batch.source, records[i:i + size], sent_frontier)
+             for i in range(0, len(records), size)]
+    parts[-1] = Batch(batch.source, parts[-1].records, batch.frontier, batch.stats,
+                      batch.counters)
+    return parts
 
 
 class JoinTask:
@@ -143,8 +168,9 @@ class JoinTask:
             if not batch.records and not batch.stats and not batch.counters \
                     and self._sent_frontier.get(name) == batch.frontier:
                 continue  # nothing new to say
+            for part in chunk_batch(batch, self._sent_frontier.get(name, -math.inf)):
+                outputs.append(Output(internal.outcomes, name.encode(), encode_batch(part)))
             self._sent_frontier[name] = batch.frontier
-            outputs.append(Output(internal.outcomes, name.encode(), encode_batch(batch)))
         for dead in core.take_dead_letters():
             outputs.append(Output(names.deadletter, dead.key, dead.value, dead.headers()))
         for rid, entry in core.joiner.memory.drain_dirty():

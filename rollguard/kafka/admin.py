@@ -91,6 +91,24 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0)
     return result
 
 
+def set_topic_configs(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> None:
+    """Set each existing topic's configs to its spec's (an older version created it)."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in spec.config.items()]) for spec in specs if spec.config]
+    if not resources:
+        return
+    for resource, future in admin_client(bootstrap).incremental_alter_configs(
+            resources, request_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            raise TopicError(f"Setting the configs of topic {resource.name} failed: "
+                             f"{exc.args[0].str()}.") from None
+
+
 def check_copartitioned(bootstrap: str, topics: list[str], timeout: float = 10.0) -> int:
     """The common partition count of ``topics``; a clear error when they differ."""
     counts = partition_counts(admin_client(bootstrap), topics, timeout)
