@@ -35,3 +35,17 @@ def test_unequal_input_partitions_are_refused(kafka_bootstrap, topic_prefix):
         names.labels].result(30)
     with pytest.raises(TopicError, match="equal partition counts.*labels has 2"):
         create_contract_topics(kafka_bootstrap, names, partitions=4)
+
+
+def test_configs_of_topics_an_older_version_created_are_brought_up_to_date(
+        kafka_bootstrap, topic_prefix):
+    from rollguard.kafka.admin import TopicSpec, ensure_topics, set_topic_configs
+
+    name = f"{topic_prefix}old-internal"
+    ensure_topics(kafka_bootstrap, [TopicSpec(name, 1, {})])
+    spec = TopicSpec(name, 1, {"max.message.bytes": str(64 << 20)})
+    set_topic_configs(kafka_bootstrap, [spec])
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    config = admin.describe_configs([resource])[resource].result(30)
+    assert config["max.message.bytes"].value == str(64 << 20)

@@ -100,7 +100,8 @@ def set_topic_configs(bootstrap: str, specs: list[TopicSpec], timeout: float = 3
         for k, v in spec.config.items()]) for spec in specs if spec.config]
     if not resources:
         return
-    for resource, future in admin_client(bootstrap).incremental_alter_configs(
+    admin = admin_client(bootstrap)  # keep the client alive until the futures resolve
+    for resource, future in admin.incremental_alter_configs(
             resources, request_timeout=timeout).items():
         try:
             future.result(timeout)
