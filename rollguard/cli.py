@@ -274,7 +274,7 @@ def worker(
     instance_id: Optional[str] = typer.Option(
         None, help="A stable id for this worker (static group membership): restarted with the "
         "same id, it takes its partitions back at once instead of after the session timeout."),
-    session_timeout: float = typer.Option(15.0, help="Seconds without a heartbeat after which "
+    session_timeout: float = typer.Option(45.0, help="Seconds without a heartbeat after which "
                                           "a worker's partitions go to the others."),
     log_level: str = typer.Option("INFO", help="rollguard's log level."),
 ) -> None:

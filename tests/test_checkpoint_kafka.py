@@ -59,3 +59,19 @@ def test_a_new_owner_fences_the_old_one(kafka_bootstrap, internal, topic_prefix)
     latest = {key: value for _, key, value in read_changelog(kafka_bootstrap,
                                                               internal.join_state, 1)}
     assert latest[b"m"] == b"new"
+
+
+def test_a_refused_message_fails_the_checkpoint_at_once_with_its_reason(
+        kafka_bootstrap, topic_prefix):
+    import os
+    import time
+
+    from rollguard.kafka.admin import TopicSpec
+
+    small = f"{topic_prefix}small"
+    ensure_topics(kafka_bootstrap, [TopicSpec(small, 1, {"max.message.bytes": "1000"})])
+    ckpt = Checkpointer(kafka_bootstrap, f"{topic_prefix}refused", timeout=30)
+    began = time.monotonic()
+    with pytest.raises(CheckpointError, match="refused .*(too large|TOO_LARGE)"):
+        ckpt.commit([Output(small, b"k", os.urandom(5000), None, 0)])  # incompressible
+    assert time.monotonic() - began < 10, "not after the transaction timeout"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -60,6 +60,7 @@ class Checkpointer:
         self.transactional_id = transactional_id
         self.timeout = timeout
         self.last_offsets: dict[str, int] = {}  # topic -> offset of the last message written
+        self._refused: Any = None  # the first delivery error of the current transaction
         self._producer = Producer(client_config(bootstrap, **{
             "transactional.id": transactional_id,
             "enable.idempotence": True,
@@ -76,10 +77,13 @@ class Checkpointer:
                                   f"{exc.args[0].str()}.") from None
 
     def _on_delivery(self, err, msg) -> None:
-        if err is None:
-            topic, offset = msg.topic(), msg.offset()
-            if offset > self.last_offsets.get(topic, -1):
-                self.last_offsets[topic] = offset
+        if err is not None:  # keep it; read it after the flush (a fatal error may be pending here)
+            if self._refused is None:
+                self._refused = err
+            return
+        topic, offset = msg.topic(), msg.offset()
+        if offset > self.last_offsets.get(topic, -1):
+            self.last_offsets[topic] = offset
 
     def commit(self, outputs: list[Output]) -> float:
         """Write ``outputs`` (state changes and products alike) atomically.
@@ -89,21 +93,43 @@ class Checkpointer:
         """
         began = time.perf_counter()
         producer = self._producer
+        self._refused = None
         try:
             producer.begin_transaction()
             for out in outputs:
                 self._produce(out.topic, out.key, out.value, out.headers, out.partition)
+            # deliver first: a refused message (too large, unknown topic) fails the checkpoint
+            # at once with its reason, instead of a commit waiting out its timeout
+            self._flush()
+            if self._refused is not None:
+                self._abort()
+                raise CheckpointError(f"The checkpoint of {self.transactional_id} failed: a "
+                                      f"message was refused ({self._refused.str()}).")
             producer.commit_transaction(self.timeout)
         except KafkaException as exc:
             error = exc.args[0]
-            try:
-                if error.txn_requires_abort():
-                    producer.abort_transaction(self.timeout)
-            except KafkaException:
-                pass
+            if error.txn_requires_abort():
+                self._abort()
             raise CheckpointError(f"The checkpoint of {self.transactional_id} failed: "
                                   f"{error.str()}.") from None
         return time.perf_counter() - began
+
+    def _flush(self) -> None:
+        try:
+            self._producer.flush(self.timeout)
+        except SystemError as exc:
+            # a fatal producer error (fenced by a newer owner) is raised inside the delivery
+            # callbacks, which confluent-kafka then reports as a SystemError: unwrap it
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, KafkaException):
+                raise cause from None
+            raise
+
+    def _abort(self) -> None:
+        try:
+            self._producer.abort_transaction(self.timeout)
+        except KafkaException:
+            pass
 
     def _produce(self, topic, key, value, headers, partition) -> None:
         kwargs = {"key": key, "value": value, "on_delivery": self._on_delivery}
@@ -123,9 +149,10 @@ class Checkpointer:
 
 
 def read_changelog(bootstrap: str, changelog: str, partition: int, start: int | None = None,
-                   *, timeout: float = 120.0) -> Iterator[tuple[int, bytes, bytes | None]]:
+                   *, timeout: float = 60.0) -> Iterator[tuple[int, bytes, bytes | None]]:
     """Every committed record of ``changelog[partition]`` from ``start`` (else the beginning)
-    to its current end, as ``(offset, key, value or None)``."""
+    to its current end, as ``(offset, key, value or None)``; fails when no record arrives
+    for ``timeout`` seconds."""
     consumer = Consumer(client_config(bootstrap, **{
         "group.id": f"rollguard-restore-{changelog}",  # never commits; required by the API
         "enable.auto.commit": False,
@@ -144,7 +171,11 @@ def read_changelog(bootstrap: str, changelog: str, partition: int, start: int | 
                                         OFFSET_BEGINNING if start is None else start)])
         deadline = time.monotonic() + timeout
         while True:
-            messages = consumer.consume(10000, timeout=1.0)
+            # short waits: consume() waits its whole timeout when fewer messages are ready,
+            # and the end of the partition arrives as its own event
+            messages = consumer.consume(10000, timeout=0.05)
+            if messages:
+                deadline = time.monotonic() + timeout
             for msg in messages:
                 error = msg.error()
                 if error is not None:
@@ -154,7 +185,7 @@ def read_changelog(bootstrap: str, changelog: str, partition: int, start: int | 
                 yield msg.offset(), msg.key(), msg.value()
             if time.monotonic() > deadline:
                 raise CheckpointError(
-                    f"Restoring {changelog}[{partition}] did not reach its end within "
-                    f"{timeout:.0f} s: check the broker, then restart the worker.")
+                    f"Restoring {changelog}[{partition}] read nothing for {timeout:.0f} s "
+                    "before its end: check the broker, then restart the worker.")
     finally:
         consumer.close()

@@ -82,7 +82,7 @@ class WorkerConfig:
     snapshot_interval: float = 5.0
     partitions: int = 0  # of the input topics; the worker reads it from the cluster
     instance_id: str | None = None  # static group membership: a restart takes its partitions back
-    session_timeout: float = 15.0   # a worker that stops heartbeating loses its partitions after
+    session_timeout: float = 45.0   # a worker that stops heartbeating loses its partitions after
 
     @property
     def internal(self) -> InternalTopics:
@@ -351,11 +351,23 @@ class Runtime:
 
     # -- assignment -------------------------------------------------------------------------
     def assigned(self, tps: Any) -> None:
-        for tp in tps:
-            if tp.topic in self.kind_of:
-                self.join_task(tp.partition)
-            elif tp.topic == self.outcomes:
-                self.eval_task(tp.partition)
+        """Create (and restore) the tasks of newly assigned partitions, several at once:
+        a restore is mostly waiting on the broker and on RocksDB."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        join = sorted({tp.partition for tp in tps if tp.topic in self.kind_of} - set(self.join_tasks))
+        evaluate = sorted({tp.partition for tp in tps if tp.topic == self.outcomes}
+                          - set(self.eval_tasks))
+        if not join and not evaluate:
+            return
+        began = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="rollguard-restore") as pool:
+            joins = {p: pool.submit(JoinTask, self.config, p) for p in join}
+            evals = {p: pool.submit(EvalTask, self.config, p) for p in evaluate}
+            self.join_tasks.update({p: f.result() for p, f in joins.items()})
+            self.eval_tasks.update({p: f.result() for p, f in evals.items()})
+        log.info("restored %d join and %d evaluation partitions in %.1f s", len(join),
+                 len(evaluate), time.monotonic() - began)
 
     def revoked(self, tps: Any) -> None:
         for tp in tps:
