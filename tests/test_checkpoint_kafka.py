@@ -3,6 +3,8 @@ never restored, and a new owner of a partition fences the old one."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from confluent_kafka import Producer
 
@@ -23,7 +25,7 @@ def internal(kafka_bootstrap, topic_prefix):
 
 def test_a_state_far_beyond_kafkas_default_message_size_is_written_and_restored(
         kafka_bootstrap, internal, topic_prefix):
-    big = bytes(range(256)) * (5 * 4096)  # 5 MiB: a reorder buffer after a backlog
+    big = os.urandom(12 << 20)  # 12 MiB, incompressible: beyond the restore's fetch size too
     ckpt = Checkpointer(kafka_bootstrap, f"{topic_prefix}eval-1")
     ckpt.commit([Output(internal.eval_state, b"e/x", big, None, 1),
                  Output(internal.eval_state, b"m", b"meta", None, 1)])
@@ -63,7 +65,6 @@ def test_a_new_owner_fences_the_old_one(kafka_bootstrap, internal, topic_prefix)
 
 def test_a_refused_message_fails_the_checkpoint_at_once_with_its_reason(
         kafka_bootstrap, topic_prefix):
-    import os
     import time
 
     from rollguard.kafka.admin import TopicSpec

@@ -158,8 +158,12 @@ def read_changelog(bootstrap: str, changelog: str, partition: int, start: int | 
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
-        "fetch.max.bytes": INTERNAL_MESSAGE_MAX,
-        "max.partition.fetch.bytes": INTERNAL_MESSAGE_MAX,
+        # modest fetches and prefetch queue (restores run in parallel); a single larger
+        # message still comes whole: brokers return the first record batch of a fetch
+        # even when it exceeds the fetch size
+        "fetch.max.bytes": 8 * 1024 * 1024,
+        "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        "queued.max.messages.kbytes": 16 * 1024,
         "receive.message.max.bytes": INTERNAL_MESSAGE_MAX + 1024 * 1024,
     }))
     try:
