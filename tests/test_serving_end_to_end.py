@@ -69,8 +69,10 @@ def models():
 class Service:
     """The model service: routes each request, answers with the served model, reports."""
 
-    def __init__(self, router: Router, reporter: Reporter, models: dict) -> None:
+    def __init__(self, router: Router, reporter: Reporter, models: dict,
+                 experiments: tuple[str, ...] = ("loan-harmful", "loan-good")) -> None:
         self.router, self.reporter, self.models = router, reporter, models
+        self.experiments = experiments
         self.stop = threading.Event()
         self.served: dict[str, list[tuple[float, str]]] = {}
 
@@ -89,7 +91,7 @@ class Service:
         i = 0
         while not self.stop.is_set():
             x, y = traffic[i % len(traffic)]
-            for experiment in ("loan-harmful", "loan-good"):
+            for experiment in self.experiments:
                 self.handle(experiment, i, x, y)
             i += 1
             time.sleep(1.0 / rate)
@@ -152,3 +154,80 @@ def test_canary_rollback_reaches_the_service_and_promotion_flips_the_alias(
     assert good[-1]["champion"] == "loan:tree"
     assert registry.get("loan-good") == "loan:tree", "the promotion moved the registry alias"
     assert registry.get("loan-harmful") is None, "a rollback leaves the alias alone"
+
+
+AB_AND_BANDIT = """
+- name: loan-ab
+  task: binary
+  mode: ab
+  champion: loan:logistic
+  candidates: [loan:tree]
+  traffic: {loan:logistic: 0.5, loan:tree: 0.5}
+  primary: {metric: accuracy, margin: 0.0}
+  min_samples: 150
+  allowed_lateness: 1s
+  label_ttl: 1h
+- name: loan-bandit
+  task: binary
+  mode: bandit
+  champion: loan:logistic
+  candidates: [loan:tree, loan:stale]
+  primary: {metric: accuracy, margin: 0.0}
+  min_samples: 60
+  bandit: {min_share: 0.1, update_every: 100}
+  allowed_lateness: 1s
+  label_ttl: 1h
+"""
+
+
+def test_ab_split_and_bandit_allocation_reach_the_service(kafka_bootstrap, topic_prefix,
+                                                          tmp_path, models):
+    names = TopicNames(topic_prefix)
+    produce_events(kafka_bootstrap, names, [], partitions=3)
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(AB_AND_BANDIT)
+    app_id = f"app-{uuid.uuid4().hex[:6]}"
+    worker = WorkerProcess(kafka_bootstrap, experiments, topic_prefix, app_id, tmp_path / "data",
+                           tmp_path / "worker.log", "--instance-id", app_id)
+    champions = {"loan-ab": "loan:logistic", "loan-bandit": "loan:logistic"}
+    with worker, Router(kafka_bootstrap, experiments=champions, topic_prefix=topic_prefix) as router, \
+            Reporter(kafka_bootstrap, topic_prefix=topic_prefix) as reporter:
+        applied: dict[tuple[str, int], float] = {}
+        router.on_change(lambda state: applied.setdefault((state.experiment, state.seq),
+                                                          time.time()))
+        service = Service(router, reporter, models, experiments=("loan-ab", "loan-bandit"))
+        thread = threading.Thread(target=service.run, args=(rows(0, 5, 5000),), daemon=True)
+        thread.start()
+        try:
+            final = lambda name: (router.state(name) is not None  # noqa: E731
+                                  and router.state(name).action in ("promote", "rollback", "hold"))
+            wait_for(lambda: final("loan-ab") and final("loan-bandit"), timeout=180)
+        finally:
+            service.stop.set()
+            thread.join(10)
+
+    control: dict[str, list[dict]] = {}
+    for msg in read_topic(kafka_bootstrap, names.control):
+        event = json.loads(msg.value())
+        control.setdefault(event["experiment"], []).append(event)
+
+    ab = control["loan-ab"]
+    assert [e["action"] for e in ab] == ["start", "promote"] and ab[-1]["champion"] == "loan:tree"
+    split = [arm for at, arm in service.served["loan-ab"]
+             if applied[("loan-ab", 1)] < at < applied[("loan-ab", 2)]]
+    share = split.count("loan:tree") / len(split)
+    assert len(split) > 200 and abs(share - 0.5) < 4 * (0.25 / len(split)) ** 0.5 + 0.05, \
+        f"between start and promote the tree served {share:.2f} of {len(split)} requests " \
+        "(configured 0.5; units repeat, so the tolerance is 4 binomial sd + 0.05)"
+
+    bandit = control["loan-bandit"]
+    moves = [e for e in bandit if e["action"] == "set_traffic"]
+    assert moves, "Thompson sampling moved traffic"
+    assert all(min(e["traffic"].values()) >= 0.1 - 1e-6 for e in moves), "min_share kept"
+    assert moves[-1]["traffic"]["loan:tree"] > 0.5, "traffic moved to the best arm"
+    assert bandit[-1]["action"] == "promote" and bandit[-1]["champion"] == "loan:tree"
+    posteriors = bandit[-1]["evidence"]["bandit"]["posteriors"]
+    assert set(posteriors) == {"loan:logistic", "loan:tree", "loan:stale"}
+    served = [arm for at, arm in service.served["loan-bandit"]]
+    assert served.count("loan:tree") > served.count("loan:stale"), \
+        "the service followed the allocation"
