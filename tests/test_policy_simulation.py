@@ -203,14 +203,23 @@ def test_equal_to_champion_is_promoted_when_the_margin_allows(mode, margin, cap)
     assert actions.count("promote") >= RUNS - 1, actions
 
 
-def test_equal_to_champion_without_margin_is_not_promoted():
+EQUAL_RUNS = 100
+
+
+def test_equal_to_champion_without_margin_is_rarely_promoted():
     """The other side of "when the margin allows it": with δ = 0 an equal candidate is itself
-    the boundary, so it is promoted in at most α/2 of runs (here: 0 of 20 — the cap is the
-    cap at which δ = 0.02 promotes every run)."""
+    the boundary, so it is promoted in at most α/2 of runs, however long it runs (the cap is
+    the one at which δ = 0.02 promotes every run)."""
     exp = experiment(primary={"metric": "accuracy", "margin": 0.0})
-    for seed in range(RUNS):
+    promoted = 0
+    for seed in range(EQUAL_RUNS):
         _, events = run(exp, [EQUAL], 5000, seed, outcomes_only=True)
-        assert final(events) is None or final(events).action != "promote"
+        last = final(events)
+        promoted += last is not None and last.action == "promote"
+    # Guarantee P(ever promote) ≤ α/2 = 0.025; tolerance + 3 Monte-Carlo standard errors for
+    # 100 runs (0.047): at most 7 runs. Measured: 4 of 100 (6 of 200; the betting test at the
+    # margin is close to its nominal level, 2.1 % in 20,000 vectorised runs).
+    assert promoted / EQUAL_RUNS <= ALPHA / 2 + three_se(ALPHA / 2, EQUAL_RUNS), promoted
 
 
 # -- guardrails -------------------------------------------------------------------------------
@@ -219,10 +228,13 @@ GUARD_RUNS = 10
 #: better overall (0.906 vs 0.8) but only 0.85 within tier=vip, where precision must be ≥ 0.95
 #: (errors are symmetric, so precision = accuracy = 0.85)
 VIP_BREAKER = Arm("m:2", 0.92, {"tier=vip": 0.85})
+#: Precision 0.99 within tier=vip (0.8775 elsewhere: 0.9 overall), so that the two below break
+#: only the guardrail they are meant to (at 0.9 within vip they would break that one too).
+WITHIN_VIP = {"tier=vip": 0.99, "tier=std": 0.8775}
 #: better overall, p99 latency 1.5 × the champion's (lognormal, same shape, median 15 vs 10)
-SLOW = Arm("m:2", 0.9, latency_ms=(15.0, 0.3))
+SLOW = Arm("m:2", 0.9, WITHIN_VIP, latency_ms=(15.0, 0.3))
 #: better overall, fails on 5 % of requests
-FAILING = Arm("m:2", 0.9, error_rate=0.05)
+FAILING = Arm("m:2", 0.9, WITHIN_VIP, error_rate=0.05)
 
 GUARDRAILS = [
     {"metric": "latency_p99_ms", "max_ratio": 1.2},

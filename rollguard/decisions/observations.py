@@ -32,8 +32,8 @@ class Reader:
         self.binary = self.task == "binary"
 
     def score_bounds(self) -> tuple[float, float] | tuple[None, None]:
-        """Bounds of the per-request score (−loss): bounded metrics use an
-        empirical-Bernstein sequence, unbounded ones the asymptotic one."""
+        """Bounds of the per-request score (−loss): bounded metrics use the betting
+        sequence (exact at −margin), unbounded ones the asymptotic one."""
         if self.metric in ("accuracy", "brier"):
             return (-1.0, 0.0)
         if self.clip is not None:

@@ -35,7 +35,7 @@ final event is emitted once, and the policy decides nothing after it.
 >>> [(e.seq, e.action, e.champion) for e in events]
 [(1, 'start', 'm:1'), (2, 'promote', 'm:2')]
 >>> print(events[1].reason)  # doctest: +ELLIPSIS
-m:2 is promoted: its accuracy is at least the champion's minus the margin 0 (Δ ≥ +0.0... with 95% confidence, ...
+m:2 is promoted: its accuracy is at least the champion's minus the margin 0 (Δ ≥ +0... with 95% confidence, ...
 """
 
 from __future__ import annotations
@@ -73,18 +73,23 @@ class Track:
     """One candidate against the champion: primary sequence, guardrails, state."""
 
     def __init__(self, arm: str, alpha: float, paired: bool, bounds, tuned_n: float,
-                 monitors: list[Monitor]) -> None:
+                 margin: float, monitors: list[Monitor]) -> None:
         self.arm = arm
         self.alpha = alpha
         self.paired = paired
+        self.margin = margin
         lower, upper = bounds
+        at_margin = (-margin,)  # the one value decisions compare Δ with: tested exactly there
         if paired:
             span = None if lower is None else (lower - upper, upper - lower)
-            self.primary = PairedMeanCS(alpha, *(span or (None, None)), tuned_n=tuned_n)
+            self.primary = PairedMeanCS(alpha, *(span or (None, None)), tuned_n=tuned_n,
+                                        test_points=at_margin)
         else:
-            self.primary = DiffMeansCS(alpha, lower, upper, tuned_n=tuned_n)
+            self.primary = DiffMeansCS(alpha, lower, upper, tuned_n=tuned_n,
+                                       test_points=at_margin)
         self.monitors = monitors
         self._interval: tuple[float | None, float | None] | None = None
+        self._side: int | None = None
         self.active = True
         self.dropped_reason: str | None = None
 
@@ -98,6 +103,7 @@ class Track:
         """One observation of the primary metric (a paired difference, or arm and score)."""
         self.primary.update(*value)
         self._interval = None
+        self._side = None
 
     def interval(self) -> tuple[float | None, float | None]:
         """The confidence sequence's bounds, recomputed only after new observations."""
@@ -105,6 +111,12 @@ class Track:
             lo, hi = self.primary.interval()
             self._interval = (_finite(lo), _finite(hi))
         return self._interval
+
+    def side(self) -> int:
+        """1 when Δ > −margin with confidence, −1 when Δ < −margin, 0 while undecided."""
+        if self._side is None:
+            self._side = self.primary.side_of(-self.margin)
+        return self._side
 
     def estimate(self) -> float | None:
         est = self.primary.mean if self.paired else self.primary.estimate
@@ -129,6 +141,7 @@ class Track:
     def load(self, d: dict[str, Any]) -> None:
         self.primary = from_dict(d["primary"])
         self._interval = None
+        self._side = None
         for monitor, state in zip(self.monitors, d["monitors"]):
             monitor.load(state)
         self.active, self.dropped_reason = d["active"], d["dropped_reason"]
@@ -148,7 +161,8 @@ class Policy:
         bounds = self.reader.score_bounds()
         tuned_n = 2 * exp.min_samples
         paired = exp.mode == "shadow"
-        self.tracks = {c: Track(c, alphas[c], paired, bounds, tuned_n, monitors_for(exp, alphas[c], c))
+        self.tracks = {c: Track(c, alphas[c], paired, bounds, tuned_n, self.margin,
+                                monitors_for(exp, alphas[c], c))
                        for c in exp.candidates}
         self.traffic, self.shadow = self._initial_traffic()
         self.srm = SampleRatio(exp.alpha, self.traffic) if wants_srm(exp) and \
@@ -271,15 +285,15 @@ class Policy:
                                   f"with {conf} confidence ({monitor.explain()}).")
         if self.mode == "bandit":
             return None  # the bandit's own rule decides the primary metric
-        lo, hi = track.interval()
-        if hi is not None and hi < -self.margin:
+        side = track.side()
+        if side < 0:
+            _, hi = track.interval()
             return ROLLBACK, (f"{track.arm} is rolled back: its {self.metric} is worse than the "
                               f"champion's by more than the margin {self.margin:g} "
                               f"(Δ ≤ {_signed(hi)} with {conf} confidence, estimate "
                               f"{_signed(track.estimate())}).")
         counts = track.counts(self.champion)
-        if lo is not None and lo > -self.margin \
-                and min(counts.values()) >= self.experiment.min_samples \
+        if side > 0 and min(counts.values()) >= self.experiment.min_samples \
                 and all(m.status() == PASS for m in track.monitors):
             return PROMOTE, ""
         return None

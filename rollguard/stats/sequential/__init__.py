@@ -7,10 +7,11 @@ likes and stop whenever it decides (Ville's inequality; Howard, Ramdas, McAuliff
 adapt to the variance they observe. Pure: no Kafka, no Faust, no clock.
 
 =============================  =============================================================
-primary metric, shadow         :class:`PairedMeanCS` — paired differences (EB or asymptotic)
+primary metric, shadow         :class:`PairedMeanCS` — paired differences (betting at the
+                               margin, EB, or asymptotic)
 primary metric, ab/canary      :class:`DiffMeansCS` — independent arms, changing shares
-one stream's mean              :class:`MeanCS` (:class:`EmpiricalBernsteinCS`,
-                               :class:`AsymptoticCS`)
+one stream's mean              :class:`MeanCS` (:class:`BettingCS`,
+                               :class:`EmpiricalBernsteinCS`, :class:`AsymptoticCS`)
 rate/mean vs a limit           :class:`ThresholdTest`, :class:`DiffThresholdTest`
 latency quantiles              :class:`QuantileCS`, :class:`QuantileRatioGuardrail`
 sample-ratio mismatch          :class:`SRMTest`
@@ -31,6 +32,7 @@ from typing import Any
 
 from rollguard.stats.sequential._base import FAIL, PASS, UNDECIDED, SequentialTest, bound_status
 from rollguard.stats.sequential.asymptotic import AsymptoticCS
+from rollguard.stats.sequential.betting import BettingCS
 from rollguard.stats.sequential.diff import DiffMeansCS
 from rollguard.stats.sequential.eb import EmpiricalBernsteinCS
 from rollguard.stats.sequential.mean import (
@@ -49,6 +51,7 @@ TYPES: dict[str, type[SequentialTest]] = {
     cls.TYPE: cls
     for cls in (
         EmpiricalBernsteinCS,
+        BettingCS,
         AsymptoticCS,
         MeanCS,
         PairedMeanCS,
@@ -85,6 +88,7 @@ __all__ = [
     "TYPES",
     "UNDECIDED",
     "AsymptoticCS",
+    "BettingCS",
     "DiffMeansCS",
     "DiffThresholdTest",
     "EmpiricalBernsteinCS",

@@ -28,10 +28,12 @@ import numpy as np
 
 from rollguard.stats.sequential._base import check_alpha, check_bounds
 from rollguard.stats.sequential.asymptotic import normal_mixture_rho
+from rollguard.stats.sequential.eb import plug_in_rate
 from rollguard.stats.sequential.quantile import QuantileCS
 
 __all__ = [
     "AsymptoticBatch",
+    "BettingBatch",
     "EmpiricalBernsteinBatch",
     "SRMBatch",
     "quantile_rank_paths",
@@ -109,6 +111,109 @@ class EmpiricalBernsteinBatch:
             lo, hi = self._raw_unit_interval()
         width = self.upper - self.lower
         return self.lower + width * lo, self.lower + width * hi
+
+
+def _larger_roots(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Larger root of ``a m² + b m − c = 0`` per run (``a > 0``), NaN where there is none."""
+    disc = b * b + 4.0 * a * c
+    root = np.sqrt(np.where(disc >= 0.0, disc, np.nan))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0.0, 2.0 * c / (b + root), (-b + root) / (2.0 * a))
+
+
+class BettingBatch:
+    """Twin of :class:`~.betting.BettingCS` with one test point over ``runs`` parallel streams.
+
+    The bet depends on the stream only through the shared time and each run's variance sum,
+    so it is a per-run array; :meth:`side_of` answers at the test point like the object.
+    """
+
+    def __init__(
+        self,
+        runs: int,
+        alpha: float = 0.05,
+        lower: float = 0.0,
+        upper: float = 1.0,
+        tuned_n: float | None = 1000,
+        truncation: float = 0.75,
+        test_point: float = 0.0,
+    ) -> None:
+        self.alpha = check_alpha(alpha)
+        lo, hi = check_bounds(lower, upper)
+        assert lo is not None and hi is not None
+        self.lower, self.upper = lo, hi
+        self.tuned_n, self.truncation = tuned_n, truncation
+        self.test_point = float(test_point)
+        self._m = (self.test_point - lo) / (hi - lo)
+        self._log_term = math.log(2.0 / self.alpha)
+        self.n = 0
+        z = np.zeros(runs)
+        (self._sum_y, self._sum_sq_reg, self._sum_lam, self._sum_lam_y, self._sum_psi,
+         self._sum_psi_y, self._sum_psi_yy) = (z.copy() for _ in range(7))
+        self._log_up, self._log_down, self._max_up, self._max_down = (z.copy() for _ in range(4))
+        self._slope_up, self._slope_down, self._steep_up, self._steep_down = (
+            z.copy() for _ in range(4))
+        self._past_up, self._past_down = z.copy(), np.ones(runs)
+
+    def update(self, x: np.ndarray) -> BettingBatch:
+        """One observation for every run (``x`` of shape ``(runs,)``)."""
+        y = np.clip((np.asarray(x, dtype=float) - self.lower) / (self.upper - self.lower), 0, 1)
+        t = self.n + 1
+        # plug_in_rate on arrays: the same formula, per run
+        lam = np.minimum(plug_in_rate(self._log_term, self._sum_sq_reg, t, self.tuned_n),
+                         self.truncation)
+        psi = -np.log1p(-lam) - lam
+        up, down = 1.0 + lam * (y - self._m), 1.0 - lam * (y - self._m)
+        self._slope_up += lam / up
+        self._slope_down += lam / down
+        np.maximum(self._steep_up, lam / up, out=self._steep_up)
+        np.maximum(self._steep_down, lam / down, out=self._steep_down)
+        self._log_up += np.log(up)
+        self._log_down += np.log(down)
+        T = self._log_term
+        for log_c, max_c, slope, steep, past, sign in (
+                (self._log_up, self._max_up, self._slope_up, self._steep_up, self._past_up, 1),
+                (self._log_down, self._max_down, self._slope_down, self._steep_down,
+                 self._past_down, -1)):
+            new = (log_c > max_c) & (log_c >= T)  # a new maximum past the threshold
+            room = np.where(new, log_c - T, 0.0)
+            reach = self._m + sign * room / (slope + room * steep)
+            past[:] = np.where(new, np.maximum(past, reach) if sign > 0
+                               else np.minimum(past, reach), past)
+            np.maximum(max_c, log_c, out=max_c)
+        self._sum_lam += lam
+        self._sum_lam_y += lam * y
+        self._sum_psi += psi
+        self._sum_psi_y += psi * y
+        self._sum_psi_yy += psi * y * y
+        self.n = t
+        self._sum_y += y
+        self._sum_sq_reg += (y - (0.5 + self._sum_y) / (t + 1)) ** 2
+        return self
+
+    def interval(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of every run."""
+        a, T = self._sum_psi, self._log_term
+        lo = _larger_roots(a, self._sum_lam - 2.0 * self._sum_psi_y,
+                           self._sum_lam_y - self._sum_psi_yy - T)
+        neg_hi = _larger_roots(a, self._sum_lam + 2.0 * self._sum_psi_y,
+                               -(self._sum_lam_y + self._sum_psi_yy + T))
+        lo = np.where(np.isnan(lo) | (lo < 0.0), 0.0, np.minimum(lo, 1.0))
+        hi = np.where(np.isnan(neg_hi) | (-neg_hi > 1.0), 1.0, np.maximum(-neg_hi, 0.0))
+        width = self.upper - self.lower
+        lo = self.lower + width * np.maximum(lo, self._past_up)
+        hi = self.lower + width * np.minimum(hi, self._past_down)
+        lo = np.where(self._max_up >= self._log_term, np.maximum(lo, self.test_point), lo)
+        hi = np.where(self._max_down >= self._log_term, np.minimum(hi, self.test_point), hi)
+        return lo, hi
+
+    def side_of(self, value: float) -> np.ndarray:
+        """Per run: 1 above ``value`` with confidence, −1 below, 0 undecided (as the object)."""
+        if abs(value - self.test_point) <= 1e-12 * (self.upper - self.lower):
+            return np.where(self._max_down >= self._log_term, -1,
+                            np.where(self._max_up >= self._log_term, 1, 0))
+        lo, hi = self.interval()
+        return np.where(hi < value, -1, np.where(lo > value, 1, 0))
 
 
 class AsymptoticBatch:

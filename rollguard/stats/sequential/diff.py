@@ -3,7 +3,7 @@
 Δ = mean(candidate) − mean(champion) from two streams of unequal and changing sizes (the canary
 share moves through steps, a bandit reallocates). The construction reduces it to a one-stream
 mean, then uses the same CS as the paired case (:class:`~.mean.MeanCS`: empirical Bernstein if
-bounded, asymptotic if not):
+bounded, or betting when ``test_points`` name where decisions are made; asymptotic if not):
 
 *Arm-ordered blocks.* Observations are grouped into blocks, each holding the next ``k_c``
 observations of the champion and the next ``k_v`` of the candidate, in each arm's own arrival
@@ -25,8 +25,9 @@ The arrival ratio is an exponentially weighted share of the candidate among rece
 other), each new block takes proportionally more of its observations, so the number of open
 blocks (the state) stays small.
 
-Merge: the completed-block CSs merge as their method does (:mod:`.eb`, :mod:`.asymptotic`);
-per-arm counts and sums add; the other's open blocks are appended and keep filling in order.
+Merge: the completed-block CSs merge as their method does (:mod:`.eb`, :mod:`.betting`,
+:mod:`.asymptotic`); per-arm counts and sums add; the other's open blocks are appended and keep
+filling in order.
 
 >>> cs = DiffMeansCS(alpha=0.05, lower=0.0, upper=1.0, tuned_n=300)
 >>> for i in range(4000):                       # a 90/10 canary: 1 candidate in 10
@@ -84,13 +85,15 @@ class DiffMeansCS(SequentialTest):
         lower: float | None = None,
         upper: float | None = None,
         tuned_n: float = DEFAULT_TUNED_N,
+        test_points: tuple[float, ...] = (),
     ) -> None:
         lo, hi = check_bounds(lower, upper)
         self.lower, self.upper = lo, hi
         if lo is None or hi is None:
             self.blocks_cs = MeanCS(alpha=alpha, tuned_n=tuned_n)
         else:
-            self.blocks_cs = MeanCS(alpha=alpha, lower=lo - hi, upper=hi - lo, tuned_n=tuned_n)
+            self.blocks_cs = MeanCS(alpha=alpha, lower=lo - hi, upper=hi - lo, tuned_n=tuned_n,
+                                    test_points=test_points)
         self._n = [0, 0]
         self._sum = [0.0, 0.0]
         self._open: deque[list[Any]] = deque()  # blocks not yet complete, oldest first
@@ -156,6 +159,10 @@ class DiffMeansCS(SequentialTest):
 
     def get(self) -> tuple[float, float]:
         return self.interval()
+
+    def side_of(self, value: float) -> int:
+        """1 if Δ is above ``value`` with confidence, −1 if below, else 0."""
+        return self.blocks_cs.side_of(value)
 
     def counts(self) -> dict[str, int]:
         """Outcomes seen per arm."""

@@ -72,7 +72,121 @@ from rollguard.stats.sequential._base import (
 _RANGE_SLACK = 1e-9
 
 
-class EmpiricalBernsteinCS(SequentialTest):
+def scale_to_unit(x: float, lower: float, upper: float) -> float:
+    """``x`` in ``[lower, upper]`` mapped to [0, 1]; a ValueError outside (beyond rounding).
+
+    >>> scale_to_unit(0.5, -1.0, 1.0)
+    0.75
+    """
+    y = (check_finite(x) - lower) / (upper - lower)
+    if y < -_RANGE_SLACK or y > 1.0 + _RANGE_SLACK:
+        raise ValueError(f"observation {x!r} outside [{lower}, {upper}]")
+    return clamp(y, 0.0, 1.0)
+
+
+def plug_in_rate(log_term: float, sum_sq_reg, t: int, tuned_n: float | None):
+    """The predictable plug-in bet ``g_t = sqrt(2 log(2/α) / (σ̂²_{t−1} h_t))`` before capping.
+
+    ``sum_sq_reg`` is Σ (y_i − μ̂_i)² over the first ``t − 1`` values (regularised variance
+    ``σ̂² = (¼ + sum_sq_reg)/t``); ``h_t = t log(1+t)`` untuned, ``max(t, tuned_n)`` tuned
+    (see the module docstring).
+
+    >>> round(plug_in_rate(math.log(40), 0.0, 1, 100), 3)      # first bet, σ̂² = ¼
+    0.543
+    """
+    variance = (0.25 + sum_sq_reg) / t
+    horizon = t * math.log1p(t) if tuned_n is None else max(t, tuned_n)
+    return (2.0 * log_term / (horizon * variance)) ** 0.5  # ** not math.sqrt: arrays too
+
+
+class PlugInBets(SequentialTest):
+    """What the bounded sequences of this package share: settings, the running sums behind the
+    predictable plug-in bets (:func:`plug_in_rate`), the sample mean, and saving by name.
+
+    Subclasses list their settings (``_SETTINGS``, constructor arguments), float state
+    (``_FLOATS``) and per-test-point lists (``_LISTS``); ``to_dict``/``from_dict`` follow.
+    """
+
+    _SETTINGS: tuple[str, ...] = ()
+    _SUMS: tuple[str, ...] = ()  # what a merge adds
+    _FLOATS: tuple[str, ...] = ()
+    _LISTS: tuple[str, ...] = ()
+
+    def __init__(self, alpha: float, lower: float, upper: float, tuned_n: float | None,
+                 truncation: float) -> None:
+        self.alpha = check_alpha(alpha)
+        lo, hi = check_bounds(lower, upper)
+        if lo is None or hi is None:
+            raise ValueError(f"{type(self).__name__} needs finite bounds")
+        self.lower, self.upper = lo, hi
+        self.tuned_n = None if tuned_n is None else check_tuned_n(tuned_n)
+        if not 0.0 < truncation < 1.0:
+            raise ValueError(f"truncation must be in (0, 1), got {truncation!r}")
+        self.truncation = float(truncation)
+        self._log_term = math.log(2.0 / self.alpha)  # log(1/(α/2)): each side at α/2
+        self.n = 0
+        self._sum_y = 0.0  # Σ y_i
+        self._sum_sq_reg = 0.0  # Σ (y_i − μ̂_i)², μ̂_i regularised and including y_i
+
+    def _rate(self) -> float:
+        """The next bet's rate ``g_t`` (before the subclass shapes and caps it)."""
+        return plug_in_rate(self._log_term, self._sum_sq_reg, self.n + 1, self.tuned_n)
+
+    def _count(self, y: float) -> None:
+        """Record ``y`` (on the [0, 1] scale) in the sums the bets are made from."""
+        t = self.n = self.n + 1
+        self._sum_y += y
+        self._sum_sq_reg += (y - (0.5 + self._sum_y) / (t + 1)) ** 2
+
+    def _add_sums(self, other: PlugInBets) -> bool:
+        """Merge's common part: check ``other`` is alike, add its sums; False if it is empty."""
+        self._check_same_kind(other, *self._SETTINGS)
+        if other.n == 0:
+            return False
+        self.n += other.n
+        for name in self._SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return True
+
+    @property
+    def mean(self) -> float | None:
+        """The plain sample mean (None before any observation)."""
+        if self.n == 0:
+            return None
+        return self.lower + (self.upper - self.lower) * self._sum_y / self.n
+
+    def get(self) -> tuple[float, float]:
+        """Same as ``interval()``."""
+        return self.interval()  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"type": self.TYPE, "n": self.n}
+        for name in self._SETTINGS:
+            value = getattr(self, name)
+            state[name] = list(value) if isinstance(value, list) else value
+        for name in self._FLOATS:
+            state[name.lstrip("_")] = getattr(self, name)
+        for name in self._LISTS:
+            state[name.lstrip("_")] = list(getattr(self, name))
+        return state
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        cls._check_type(d)
+        obj = cls(**{name: d[name] for name in cls._SETTINGS})
+        obj.n = int(d["n"])
+        for name in cls._FLOATS:
+            setattr(obj, name, float(d[name.lstrip("_")]))
+        for name in cls._LISTS:
+            values = [float(v) for v in d[name.lstrip("_")]]
+            if len(values) != len(getattr(obj, name)):
+                raise ValueError(f"{cls.__name__} state: {name.lstrip('_')} needs one value "
+                                 "per test point")
+            setattr(obj, name, values)
+        return obj
+
+
+class EmpiricalBernsteinCS(PlugInBets):
     """Anytime-valid (1−α) confidence sequence for the mean of values in ``[lower, upper]``.
 
     Predictable plug-in empirical Bernstein (Waudby-Smith & Ramdas 2023, Thm 2); see the module
@@ -91,20 +205,8 @@ class EmpiricalBernsteinCS(SequentialTest):
         truncation: float = 0.5,
         running_intersection: bool = True,
     ) -> None:
-        self.alpha = check_alpha(alpha)
-        lo, hi = check_bounds(lower, upper)
-        if lo is None or hi is None:
-            raise ValueError("EmpiricalBernsteinCS needs finite bounds")
-        self.lower, self.upper = lo, hi
-        self.tuned_n = None if tuned_n is None else check_tuned_n(tuned_n)
-        if not 0.0 < truncation < 1.0:
-            raise ValueError(f"truncation must be in (0, 1), got {truncation!r}")
-        self.truncation = float(truncation)
+        super().__init__(alpha, lower, upper, tuned_n, truncation)
         self.running_intersection = bool(running_intersection)
-        self._log_term = math.log(2.0 / self.alpha)  # log(1/(α/2)): each side at α/2
-        self.n = 0
-        self._sum_y = 0.0  # Σ y_i
-        self._sum_sq_reg = 0.0  # Σ (y_i − μ̂_i)², μ̂_i regularised and including y_i
         self._sum_lam = 0.0  # Σ λ_i
         self._sum_lam_y = 0.0  # Σ λ_i y_i
         self._sum_vpsi_lo = 0.0  # Σ (y_i − c_{i−1})² ψ_E(λ_i), lower side
@@ -113,21 +215,11 @@ class EmpiricalBernsteinCS(SequentialTest):
         self._run_hi = 1.0
 
     # -- updating ---------------------------------------------------------------------------
-    def _scale(self, x: float) -> float:
-        width = self.upper - self.lower
-        y = (check_finite(x) - self.lower) / width
-        if y < -_RANGE_SLACK or y > 1.0 + _RANGE_SLACK:
-            raise ValueError(f"observation {x!r} outside [{self.lower}, {self.upper}]")
-        return clamp(y, 0.0, 1.0)
-
     def update(self, x: float) -> Self:
         """Add one observation (a value in ``[lower, upper]``)."""
-        y = self._scale(x)
+        y = scale_to_unit(x, self.lower, self.upper)
         n = self.n
-        t = n + 1
-        variance = (0.25 + self._sum_sq_reg) / t  # σ̂²_{t−1}, regularised
-        horizon = t * math.log1p(t) if self.tuned_n is None else max(t, self.tuned_n)
-        lam = math.sqrt(2.0 * self._log_term / (horizon * variance))
+        lam = self._rate()
         if self.tuned_n is not None:
             lam = lam / (1.0 + lam)  # growth-optimal bet for ψ_E (module docstring)
         if lam > self.truncation:
@@ -139,9 +231,7 @@ class EmpiricalBernsteinCS(SequentialTest):
         self._sum_vpsi_hi += ((1.0 - y) - centre_flipped) ** 2 * psi
         self._sum_lam += lam
         self._sum_lam_y += lam * y
-        self.n = t
-        self._sum_y += y
-        self._sum_sq_reg += (y - (0.5 + self._sum_y) / (t + 1)) ** 2
+        self._count(y)
         if self.running_intersection:
             lo, hi = self._raw_unit_interval()
             if lo > self._run_lo:
@@ -170,17 +260,6 @@ class EmpiricalBernsteinCS(SequentialTest):
         width = self.upper - self.lower
         return self.lower + width * lo, self.lower + width * hi
 
-    @property
-    def mean(self) -> float | None:
-        """The plain sample mean (None before any observation)."""
-        if self.n == 0:
-            return None
-        return self.lower + (self.upper - self.lower) * self._sum_y / self.n
-
-    def get(self) -> tuple[float, float]:
-        """Same as :meth:`interval`."""
-        return self.interval()
-
     def evidence(self) -> dict[str, Any]:
         lo, hi = self.interval()
         return {
@@ -203,31 +282,11 @@ class EmpiricalBernsteinCS(SequentialTest):
         "_sum_vpsi_lo",
         "_sum_vpsi_hi",
     )
+    _FLOATS = (*_SUMS, "_run_lo", "_run_hi")
 
     def merge(self, other: EmpiricalBernsteinCS) -> Self:
         """Add a partial from a disjoint sub-stream (product of the two supermartingales)."""
-        self._check_same_kind(other, *self._SETTINGS)
-        if other.n == 0:
+        if not self._add_sums(other):
             return self
-        self.n += other.n
-        for name in self._SUMS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
         self._run_lo, self._run_hi = self._raw_unit_interval()
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"type": self.TYPE, "n": self.n}
-        for name in self._SETTINGS:
-            state[name] = getattr(self, name)
-        for name in (*self._SUMS, "_run_lo", "_run_hi"):
-            state[name.lstrip("_")] = getattr(self, name)
-        return state
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Self:
-        cls._check_type(d)
-        obj = cls(**{name: d[name] for name in cls._SETTINGS})
-        obj.n = int(d["n"])
-        for name in (*cls._SUMS, "_run_lo", "_run_hi"):
-            setattr(obj, name, float(d[name.lstrip("_")]))
-        return obj

@@ -4,7 +4,10 @@
 
 * bounded (``lower`` and ``upper`` given: accuracy, brier, rates, a clipped log_loss) → the
   nonasymptotic predictable plug-in empirical-Bernstein CS of Waudby-Smith & Ramdas (2023)
-  (:mod:`.eb`): exact coverage at every time, width from the observed variance;
+  (:mod:`.eb`): exact coverage at every time, width from the observed variance; or, when the
+  caller names ``test_points`` (the values a decision compares the mean with, such as −margin),
+  the betting CS of the same paper (:mod:`.betting`), exact at those points and faster to
+  decide there;
 * unbounded (neither given: abs_error, sq_error) → the asymptotic CS of Waudby-Smith, Arnold,
   Wu, Chugg & Ramdas (2024) (:mod:`.asymptotic`), which only needs finite moments.
 
@@ -12,9 +15,10 @@
 request: feed it ``d_i = score_candidate − score_champion`` (higher is better, so ``−loss``), and
 its interval is an anytime-valid CS for Δ = candidate − champion. Pairing removes the
 between-request variance both arms share, which is why shadow needs far fewer labels than ab.
-With a non-inferiority margin δ ≥ 0 the policy promotes when ``L_t > −δ`` and rolls back when
-``U_t < −δ``: the chance of ever promoting a candidate with Δ ≤ −δ is at most α/2 (one side of
-a two-sided 1−α sequence), however often it looks.
+With a non-inferiority margin δ ≥ 0 the policy passes ``test_points=(−δ,)`` and promotes when
+``side_of(−δ) == 1`` (``L_t > −δ``) and rolls back when it is −1 (``U_t < −δ``): the chance of
+ever promoting a candidate with Δ ≤ −δ is at most α/2 (one side of a two-sided 1−α sequence),
+however often it looks.
 
 ``tuned_n`` is the sample size at which the boundary is tightest. To tune for an effect ε
 (the Δ + δ you want to detect quickly), use :func:`fixed_horizon_n`: the size of the
@@ -28,6 +32,11 @@ average, in about that many samples at that effect (measured in ``bench/``).
 >>> lo, hi = cs.interval()
 >>> round(cs.mean, 3), lo > 0.0 > -0.01       # promoted even with a zero margin
 (0.1, True)
+>>> at_margin = PairedMeanCS(alpha=0.05, lower=-1.0, upper=1.0, tuned_n=500, test_points=(-0.01,))
+>>> for i in range(600):
+...     _ = at_margin.update(pattern[i % 20])
+>>> at_margin.method, at_margin.side_of(-0.01), cs.side_of(-0.01)
+('betting', 1, 1)
 >>> unbounded = MeanCS(alpha=0.05)            # no bounds: asymptotic CS
 >>> unbounded.method
 'asymptotic'
@@ -44,7 +53,12 @@ from typing import Any, Self
 
 from rollguard.stats.sequential._base import SequentialTest, check_alpha, check_bounds
 from rollguard.stats.sequential.asymptotic import AsymptoticCS
+from rollguard.stats.sequential.betting import BettingCS
 from rollguard.stats.sequential.eb import EmpiricalBernsteinCS
+
+#: The name of each core's method, for :attr:`MeanCS.method`.
+_METHODS = {BettingCS: "betting", EmpiricalBernsteinCS: "empirical-bernstein",
+            AsymptoticCS: "asymptotic"}
 
 #: Default tuning: the boundary is tightest around this many samples (two × a typical
 #: ``min_samples`` of 500). Pass the fixed-horizon size of the effect you care about instead.
@@ -80,18 +94,22 @@ class MeanCS(SequentialTest):
         lower: float | None = None,
         upper: float | None = None,
         tuned_n: float = DEFAULT_TUNED_N,
+        test_points: tuple[float, ...] = (),
     ) -> None:
         lo, hi = check_bounds(lower, upper)
-        self.core: EmpiricalBernsteinCS | AsymptoticCS
+        self.core: EmpiricalBernsteinCS | BettingCS | AsymptoticCS
         if lo is None or hi is None:
             self.core = AsymptoticCS(alpha=alpha, tuned_n=tuned_n)
+        elif test_points:
+            self.core = BettingCS(alpha=alpha, lower=lo, upper=hi, tuned_n=tuned_n,
+                                  test_points=test_points)
         else:
             self.core = EmpiricalBernsteinCS(alpha=alpha, lower=lo, upper=hi, tuned_n=tuned_n)
 
     @property
     def method(self) -> str:
-        """``"empirical-bernstein"`` (bounded) or ``"asymptotic"`` (unbounded)."""
-        return "asymptotic" if isinstance(self.core, AsymptoticCS) else "empirical-bernstein"
+        """``"betting"``, ``"empirical-bernstein"`` (bounded) or ``"asymptotic"`` (unbounded)."""
+        return _METHODS[type(self.core)]
 
     @property
     def alpha(self) -> float:
@@ -117,6 +135,13 @@ class MeanCS(SequentialTest):
     def get(self) -> tuple[float, float]:
         return self.core.interval()
 
+    def side_of(self, value: float) -> int:
+        """1 if the mean is above ``value`` with confidence, −1 if below, else 0."""
+        if isinstance(self.core, BettingCS):
+            return self.core.side_of(value)
+        lo, hi = self.core.interval()
+        return -1 if hi < value else 1 if lo > value else 0
+
     def evidence(self) -> dict[str, Any]:
         return self.core.evidence()
 
@@ -133,10 +158,10 @@ class MeanCS(SequentialTest):
         cls._check_type(d)
         obj = cls.__new__(cls)
         core = d["core"]
-        if core.get("type") == AsymptoticCS.TYPE:
-            obj.core = AsymptoticCS.from_dict(core)
-        else:
-            obj.core = EmpiricalBernsteinCS.from_dict(core)
+        kinds = {k.TYPE: k for k in _METHODS}
+        if core.get("type") not in kinds:
+            raise ValueError(f"not a {cls.TYPE} state: core type {core.get('type')!r}")
+        obj.core = kinds[core["type"]].from_dict(core)
         return obj
 
 

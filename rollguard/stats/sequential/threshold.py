@@ -6,8 +6,9 @@ such as ``error_rate(cand) − error_rate(champ) ≤ max_diff`` (feed the per-re
 bounds −1 and 1). :class:`DiffThresholdTest` — the same difference from independent arms
 (ab, canary, bandit), built on :class:`~.diff.DiffMeansCS`.
 
-Both run an anytime-valid (1−α) confidence sequence (empirical Bernstein, Waudby-Smith & Ramdas
-2023, when bounded; asymptotic, Waudby-Smith et al. 2024, when not) and answer
+Both run an anytime-valid (1−α) confidence sequence (when bounded, the betting CS of
+Waudby-Smith & Ramdas 2023 with its capitals kept exactly at the limits, :mod:`.betting`;
+asymptotic, Waudby-Smith et al. 2024, when not) and answer
 
 * ``"pass"`` when the whole interval is within the limit (a false pass has chance ≤ α/2),
 * ``"fail"`` when the whole interval breaches it (a false alarm has chance ≤ α/2),
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from rollguard.stats.sequential._base import SequentialTest, bound_status
+from rollguard.stats.sequential._base import FAIL, PASS, UNDECIDED, SequentialTest
 from rollguard.stats.sequential.diff import DiffMeansCS
 from rollguard.stats.sequential.mean import DEFAULT_TUNED_N, MeanCS
 
@@ -82,7 +83,17 @@ class _LimitTest(SequentialTest):
     ) -> None:
         _check_limits(max, min)
         self.max, self.min = max, min
-        self.cs = self.CS(alpha=alpha, lower=lower, upper=upper, tuned_n=tuned_n)
+        # the limits are where the answer is decided: test there exactly (when in range)
+        span = self._span(lower, upper)
+        points = tuple(limit for limit in (max, min)
+                       if limit is not None and span is not None and span[0] <= limit <= span[1])
+        self.cs = self.CS(alpha=alpha, lower=lower, upper=upper, tuned_n=tuned_n,
+                          test_points=points)
+
+    @staticmethod
+    def _span(lower: float | None, upper: float | None) -> tuple[float, float] | None:
+        """The range of the mean the sequence is on (None when unbounded)."""
+        return None if lower is None or upper is None else (lower, upper)
 
     @property
     def alpha(self) -> float:
@@ -93,8 +104,13 @@ class _LimitTest(SequentialTest):
 
     def status(self) -> str:
         """``"pass"``, ``"fail"`` or ``"undecided"`` (O(1))."""
-        lo, hi = self.cs.interval()
-        return bound_status(lo, hi, max=self.max, min=self.min)
+        above_max = None if self.max is None else self.cs.side_of(self.max)
+        above_min = None if self.min is None else self.cs.side_of(self.min)
+        if above_max == 1 or above_min == -1:
+            return FAIL
+        if above_max in (None, -1) and above_min in (None, 1):
+            return PASS
+        return UNDECIDED
 
     def get(self) -> str:
         """Same as :meth:`status` (River's reading method)."""
@@ -157,6 +173,11 @@ class DiffThresholdTest(_LimitTest):
 
     TYPE = "sequential.DiffThresholdTest"
     CS = DiffMeansCS
+
+    @staticmethod
+    def _span(lower: float | None, upper: float | None) -> tuple[float, float] | None:
+        """A difference of two means of values in [lower, upper] lies in ±(upper − lower)."""
+        return None if lower is None or upper is None else (lower - upper, upper - lower)
 
     def update(self, arm: str, x: float) -> Self:
         """Add one outcome of ``arm`` ("champion" or "candidate")."""
