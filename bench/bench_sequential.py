@@ -3,7 +3,8 @@
 Prints (and with ``--out FILE`` writes as Markdown):
 
 1. *Peeking.* How often a naive fixed-horizon z-test, looked at after every pair, would promote
-   a candidate exactly at the margin boundary, beside the anytime-valid sequences' rate.
+   a candidate exactly at the margin boundary, beside the anytime-valid sequences' rate (the
+   policy's betting test at the margin, and the empirical-Bernstein and asymptotic CSs).
 2. *Sample efficiency.* Labelled outcomes needed to decide, for a grid of effects: paired
    (shadow) against unpaired (ab, 50/50), and the sequential test against the fixed-horizon
    test of the same α and 80 % power, with the ratios against the project's aims (paired ≤ 1/3
@@ -41,7 +42,7 @@ from rollguard.stats.sequential import (
     ThresholdTest,
     fixed_horizon_n,
 )
-from rollguard.stats.sequential.batch import AsymptoticBatch, EmpiricalBernsteinBatch
+from rollguard.stats.sequential.batch import AsymptoticBatch, BettingBatch, EmpiricalBernsteinBatch
 
 ALPHA = 0.05
 MARGIN = 0.01
@@ -75,17 +76,20 @@ def peeking(runs: int, horizons: list[int], seed: int = 1) -> list[dict]:
     rng = np.random.default_rng(seed)
     draw = paired_draw(-MARGIN)
     eb = EmpiricalBernsteinBatch(runs, ALPHA, -1.0, 1.0, tuned_n=1000)
+    bet = BettingBatch(runs, ALPHA, -1.0, 1.0, tuned_n=1000, test_point=-MARGIN)
     asym = AsymptoticBatch(runs, ALPHA, tuned_n=1000)
     total, total_sq = np.zeros(runs), np.zeros(runs)
     z_crit = norm.ppf(1 - ALPHA / 2)
     naive = np.zeros(runs, dtype=bool)
     eb_hit = np.zeros(runs, dtype=bool)
+    bet_hit = np.zeros(runs, dtype=bool)
     asym_hit = np.zeros(runs, dtype=bool)
     naive_once = {}
     rows = []
     for t in range(1, max(horizons) + 1):
         d = draw(rng, runs)
         eb.update(d)
+        bet.update(d)
         asym.update(d)
         total += d
         total_sq += d * d
@@ -95,6 +99,7 @@ def peeking(runs: int, horizons: list[int], seed: int = 1) -> list[dict]:
             z = (mean + MARGIN) / (sd / math.sqrt(t))
             naive |= z > z_crit
             eb_hit |= eb.interval()[0] > -MARGIN
+            bet_hit |= bet.side_of(-MARGIN) > 0
             asym_hit |= asym.interval()[0] > -MARGIN
         if t in horizons:
             naive_once[t] = float(((total / t + MARGIN) / (
@@ -105,21 +110,30 @@ def peeking(runs: int, horizons: list[int], seed: int = 1) -> list[dict]:
                 "naive_peeking": float(naive.mean()),
                 "naive_single_look": naive_once[t],
                 "eb_cs": float(eb_hit.mean()),
+                "betting_cs": float(bet_hit.mean()),
                 "asymptotic_cs": float(asym_hit.mean()),
             })
     return rows
 
 
 # -- 2. sample efficiency -----------------------------------------------------------------------
-def paired_stopping(delta: float, tuned_n: float, runs: int, cap: int, seed: int) -> np.ndarray:
-    """Pairs (= labels) until the paired EB CS promotes (L > −δ); ``inf`` if not by ``cap``."""
+def paired_stopping(delta: float, tuned_n: float, runs: int, cap: int, seed: int,
+                    method: str = "betting") -> np.ndarray:
+    """Pairs (= labels) until the paired CS promotes (L > −δ); ``inf`` if not by ``cap``.
+
+    ``method``: "betting" (the policy's: exact at −δ) or "eb" (empirical Bernstein)."""
     rng = np.random.default_rng(seed)
     draw = paired_draw(delta)
-    cs = EmpiricalBernsteinBatch(runs, ALPHA, -1.0, 1.0, tuned_n=tuned_n)
+    if method == "betting":
+        cs = BettingBatch(runs, ALPHA, -1.0, 1.0, tuned_n=tuned_n, test_point=-MARGIN)
+        promoted = lambda: cs.side_of(-MARGIN) > 0  # noqa: E731
+    else:
+        cs = EmpiricalBernsteinBatch(runs, ALPHA, -1.0, 1.0, tuned_n=tuned_n)
+        promoted = lambda: cs.interval()[0] > -MARGIN  # noqa: E731
     stop = np.full(runs, np.inf)
     for t in range(1, cap + 1):
         cs.update(draw(rng, runs))
-        newly = (cs.interval()[0] > -MARGIN) & np.isinf(stop)
+        newly = promoted() & np.isinf(stop)
         stop[newly] = t
         if not np.isinf(stop).any():
             break
@@ -128,18 +142,20 @@ def paired_stopping(delta: float, tuned_n: float, runs: int, cap: int, seed: int
 
 def unpaired_stopping(delta: float, tuned_blocks: float, runs: int, cap: int,
                       seed: int) -> np.ndarray:
-    """Labels (both arms, 50/50) until the DiffMeansCS promotes; ``inf`` if not by ``cap``."""
+    """Labels (both arms, 50/50) until the DiffMeansCS promotes; ``inf`` if not by ``cap``.
+
+    Configured as the policy does (betting at the margin)."""
     rng = np.random.default_rng(seed)
     stop = np.full(runs, np.inf)
     for r in range(runs):
-        cs = DiffMeansCS(ALPHA, 0.0, 1.0, tuned_n=tuned_blocks)
+        cs = DiffMeansCS(ALPHA, 0.0, 1.0, tuned_n=tuned_blocks, test_points=(-MARGIN,))
         cand = rng.random(cap) < 0.5
         u = rng.random(cap)
         for t in range(cap):
             is_cand = bool(cand[t])
             p = BASE_ACCURACY + delta if is_cand else BASE_ACCURACY
             cs.update("candidate" if is_cand else "champion", float(u[t] < p))
-            if cs.interval()[0] > -MARGIN:
+            if cs.side_of(-MARGIN) > 0:
                 stop[r] = t + 1
                 break
     return stop
@@ -165,6 +181,8 @@ def efficiency(effects: list[float], runs_paired: int, runs_unpaired: int) -> li
         cap_p, cap_u = 8 * n_fix_paired, 8 * n_fix_unpaired
         tuned = summary(paired_stopping(delta, n_fix_paired, runs_paired, cap_p, 10 + k), cap_p)
         default = summary(paired_stopping(delta, 1000, runs_paired, cap_p, 20 + k), cap_p)
+        eb = summary(paired_stopping(delta, n_fix_paired, runs_paired, cap_p, 10 + k, "eb"),
+                     cap_p)
         unpaired = summary(
             unpaired_stopping(delta, n_fix_unpaired / 2, runs_unpaired, cap_u, 30 + k), cap_u)
         rows.append({
@@ -173,6 +191,7 @@ def efficiency(effects: list[float], runs_paired: int, runs_unpaired: int) -> li
             "fixed_unpaired": n_fix_unpaired,
             "paired_tuned": tuned,
             "paired_default": default,
+            "paired_eb_tuned": eb,
             "unpaired_tuned": unpaired,
         })
     return rows
@@ -216,10 +235,14 @@ def speed(n: int) -> list[dict]:
         lambda o, i: o.update(bits[i]), lambda o: o.interval())
     add("AsymptoticCS", lambda: AsymptoticCS(ALPHA),
         lambda o, i: o.update(normals[i]), lambda o: o.interval())
-    add("PairedMeanCS (bounded)", lambda: PairedMeanCS(ALPHA, -1.0, 1.0),
+    add("PairedMeanCS (bounded, EB)", lambda: PairedMeanCS(ALPHA, -1.0, 1.0),
         lambda o, i: o.update(diffs[i]), lambda o: o.interval())
-    add("DiffMeansCS (bounded, 70/30)", lambda: DiffMeansCS(ALPHA, 0.0, 1.0),
-        lambda o, i: o.update(arms[i], bits[i]), lambda o: o.interval())
+    add("PairedMeanCS (bounded, betting at −δ: the policy's)",
+        lambda: PairedMeanCS(ALPHA, -1.0, 1.0, test_points=(-MARGIN,)),
+        lambda o, i: o.update(diffs[i]), lambda o: o.side_of(-MARGIN))
+    add("DiffMeansCS (bounded, 70/30, betting at −δ)",
+        lambda: DiffMeansCS(ALPHA, 0.0, 1.0, test_points=(-MARGIN,)),
+        lambda o, i: o.update(arms[i], bits[i]), lambda o: o.side_of(-MARGIN))
     add("ThresholdTest", lambda: ThresholdTest(ALPHA, 0.0, 1.0, max=0.01),
         lambda o, i: o.update(bits[i]), lambda o: o.status())
     add("DiffThresholdTest", lambda: DiffThresholdTest(ALPHA, 0.0, 1.0, max=0.01),
@@ -261,19 +284,16 @@ def verdicts(eff: list[dict]) -> str:
 
 
 HOLDS_BACK = """
-What holds the paired test back at large effects: the empirical-Bernstein supermartingale
+Why the policy tests at the margin by betting: the empirical-Bernstein CS (the EB columns)
 pays ψ_E(λ) = −log(1−λ) − λ per unit of squared deviation (Fan et al.'s inequality, tight only
 for jumps of the full range). Paired differences of two classifiers that mostly agree have a
 small variance for their range (0.1 on [−1, 1]), so the best bet for a large effect is large
-(λ ≈ 0.5) and the penalty then costs about 40 % of the growth rate a Gaussian bound would give:
-at ε = 0.06 the expected growth per pair is 0.0102 against 0.018, i.e. 1.76 × the samples
-(the full run's grid includes ε = 0.06). Unpaired blocks have a larger variance for the same
-range and pay less. In practice such effects decide within ~400 pairs, below a typical
-`min_samples` of 500, which then dominates the stopping time anyway. The remedy is a
-betting test (Waudby-Smith & Ramdas 2023, hedged capital) at the margin itself: its capital
-Π_i (1 + λ_i (d_i + δ)) is O(1) per update for the one value −δ the decision needs; its growth
-is near the Kullback-Leibler optimum; the full betting CS (every value at once) is not O(1).
-Not done here: the policy reads intervals.
+and the penalty then costs about 40 % of the growth rate: 1.78 × the fixed-horizon size at
+ε = 0.06. The betting capital Π_i (1 + λ_i (y_i − m)) at the one value m = −δ the decision
+needs (Waudby-Smith & Ramdas 2023) is O(1) per update and grows near the Kullback-Leibler
+optimum; the interval in the evidence is a certified outer bound of the betting CS
+(rollguard/stats/sequential/betting.py). What remains above the fixed horizon is the price of
+looking at every observation with a bet learnt from the data seen so far.
 """
 
 
@@ -292,13 +312,15 @@ def markdown(peek: list[dict], eff: list[dict], fast: list[dict], args, seconds:
         f"α = {ALPHA}; decisions after every observation.\n")
     out.append("## 1. Peeking at a boundary candidate (Δ = −δ)\n")
     out.append(f"Share of {args.peek_runs} runs promoted at some look between 100 and N pairs "
-               "(the policy's rule L > −δ; the naive test: two-sided z-test at α, "
+               "(the policy's rule L > −δ; betting CS: the policy's test for bounded metrics, "
+               "exact at −δ; the naive test: two-sided z-test at α, "
                "\"promote\" when its one-sided statistic clears z₀.₉₇₅).\n")
-    out.append("| looks up to N | naive z, peeking | naive z, one look at N | EB CS | asymptotic CS |")
-    out.append("|---:|---:|---:|---:|---:|")
+    out.append("| looks up to N | naive z, peeking | naive z, one look at N | betting CS | EB CS "
+               "| asymptotic CS |")
+    out.append("|---:|---:|---:|---:|---:|---:|")
     for r in peek:
         out.append(f"| {r['looks_to']} | {r['naive_peeking']:.3f} | {r['naive_single_look']:.3f} "
-                   f"| {r['eb_cs']:.3f} | {r['asymptotic_cs']:.3f} |")
+                   f"| {r['betting_cs']:.3f} | {r['eb_cs']:.3f} | {r['asymptotic_cs']:.3f} |")
     out.append("\nThe guarantee is α/2 = 0.025 for promotion (one side of a two-sided 1−α "
                "sequence) at every look; the naive test's single-look error is that too, and "
                "peeking multiplies it.\n")
@@ -308,21 +330,26 @@ def markdown(peek: list[dict], eff: list[dict], fast: list[dict], args, seconds:
         f"(`fixed_horizon_n`). Sequential: stopping time of L_t > −δ; median, mean and 80th "
         f"percentile over runs ({args.paired_runs} paired, {args.unpaired_runs} unpaired), "
         f"runs undecided at 8 × the fixed size counted at that cap. \"tuned\": "
-        f"`tuned_n` = the fixed-horizon size (in pairs/blocks); \"default\": `tuned_n` = 1000.\n")
+        f"`tuned_n` = the fixed-horizon size (in pairs/blocks); \"default\": `tuned_n` = 1000. "
+        f"Sequential columns use the policy's test (betting at −δ) unless they say EB "
+        f"(the empirical-Bernstein CS the policy used before, for comparison).\n")
     out.append("| ε | fixed paired | seq. paired tuned (median / mean / p80) | "
-               "seq. paired default (median / mean) | fixed unpaired | "
-               "seq. unpaired tuned (median / mean / p80) |")
-    out.append("|---:|---:|---:|---:|---:|---:|")
+               "seq. paired default (median / mean) | EB paired tuned (median / mean) | "
+               "fixed unpaired | seq. unpaired tuned (median / mean / p80) |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|")
     for r in eff:
         pt, pd, ut = r["paired_tuned"], r["paired_default"], r["unpaired_tuned"]
+        pe = r["paired_eb_tuned"]
         out.append(
             f"| {r['effect']} | {r['fixed_paired']} | {pt['median']:.0f} / {pt['mean']:.0f} / "
-            f"{pt['p80']:.0f} | {pd['median']:.0f} / {pd['mean']:.0f} | {r['fixed_unpaired']} | "
+            f"{pt['p80']:.0f} | {pd['median']:.0f} / {pd['mean']:.0f} | "
+            f"{pe['median']:.0f} / {pe['mean']:.0f} | {r['fixed_unpaired']} | "
             f"{ut['median']:.0f} / {ut['mean']:.0f} / {ut['p80']:.0f} |")
     out.append("\nRatios against the aims — mean stopping time (median; 80th percentile):\n")
     out.append("| ε | paired / unpaired (aim ≤ 0.33) | seq. / fixed, paired tuned (aim ≤ 1.5) "
-               "| seq. / fixed, unpaired tuned (aim ≤ 1.5) | seq. / fixed, paired default |")
-    out.append("|---:|---:|---:|---:|---:|")
+               "| seq. / fixed, unpaired tuned (aim ≤ 1.5) | seq. / fixed, paired default "
+               "| EB / fixed, paired tuned |")
+    out.append("|---:|---:|---:|---:|---:|---:|")
 
     def ratio(s: dict, n: float) -> str:
         return f"{s['mean'] / n:.2f} ({s['median'] / n:.2f}; {s['p80'] / n:.2f})"
@@ -332,9 +359,10 @@ def markdown(peek: list[dict], eff: list[dict], fast: list[dict], args, seconds:
         out.append(
             f"| {r['effect']} | {pt['mean'] / ut['mean']:.2f} ({pt['median'] / ut['median']:.2f})"
             f" | {ratio(pt, r['fixed_paired'])} | {ratio(ut, r['fixed_unpaired'])}"
-            f" | {ratio(pd, r['fixed_paired'])} |")
+            f" | {ratio(pd, r['fixed_paired'])} | {ratio(r['paired_eb_tuned'], r['fixed_paired'])} |")
     undecided = max(max(r[k]["undecided"] for k in ("paired_tuned", "paired_default",
-                                                    "unpaired_tuned")) for r in eff)
+                                                    "paired_eb_tuned", "unpaired_tuned"))
+                    for r in eff)
     out.append(f"\nLargest share of runs undecided at the cap: {undecided:.3f}.\n")
     out.append(verdicts(eff))
     out.append("## 3. Cost per observation\n")
