@@ -1,19 +1,48 @@
-"""Faust's aiokafka transport, reading with ``isolation.level=read_committed``.
+"""Faust's aiokafka transport, reading committed messages, partitions in turn.
 
-rollguard's worker writes its internal topics in transactions (agents/checkpoint.py); a
-reader that saw messages of an aborted transaction would count them twice. Faust's
-aiokafka driver reads committed data only in its own ``exactly_once`` mode, which rollguard
-does not use (see agents/checkpoint.py), so this subclass sets the isolation level itself:
-the driver builds an un-started aiokafka consumer, whose isolation level is read when it
-starts. For topics nobody writes transactionally it changes nothing.
+*read_committed.* rollguard's worker writes its internal topics in transactions
+(agents/checkpoint.py); a reader that saw messages of an aborted transaction would count them
+twice. Faust's aiokafka driver reads committed data only in its own ``exactly_once`` mode,
+which rollguard does not use (see agents/checkpoint.py), so this subclass sets the isolation
+level itself: the driver builds an un-started aiokafka consumer, whose isolation level is read
+when it starts. For topics nobody writes transactionally it changes nothing.
+
+*Partitions in turn.* aiokafka hands out prefetched records partition by partition, each
+partition's whole fetch (up to ``max_partition_fetch_bytes``, 8 MiB here: tens of thousands of
+events) before the next. On a backlog the worker then reads one input partition after another
+(their event times drift hours apart, and the evaluator holds every record in between to keep
+event-time order) and reads the outcomes topic only between whole rounds (decisions wait for
+the backlog). :func:`fetch_in_turn` moves each partition it just drained to the back of the
+queue, so every call serves another partition: turns of at most ``max_poll_records``. Smaller
+fetches would interleave too, but a record batch larger than the fetch size stalls aiokafka.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as driver
+
+
+async def fetch_in_turn(consumer: Any, partitions: Any, timeout: float | None,
+                        max_records: int | None) -> dict:
+    """Prefetched records of ``consumer`` (an aiokafka consumer), the next partition's turn.
+
+    The same call as aiokafka's ``fetched_records``; afterwards every partition it returned
+    records of goes to the back of the prefetch queue (an ``OrderedDict`` in aiokafka, drained
+    front first). If aiokafka ever stores it otherwise, this is aiokafka's own order.
+    """
+    fetcher = consumer._fetcher
+    records = await fetcher.fetched_records(partitions, timeout=timeout,
+                                            max_records=max_records)
+    queue = getattr(fetcher, "_records", None)
+    if isinstance(queue, OrderedDict):
+        for tp in records:
+            if tp in queue:
+                queue.move_to_end(tp)
+    return records
 
 
 class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
@@ -21,6 +50,18 @@ class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._isolation_level = "read_committed"
         return consumer
+
+    async def _fetch_records(self, consumer: Any, active_partitions: Any,
+                             timeout: float | None = None,
+                             max_records: int | None = None) -> dict:
+        # Faust's own method with fetch_in_turn in place of fetched_records
+        if not self.consumer.flow_active:
+            return {}
+        fetcher = consumer._fetcher
+        if consumer._closed or fetcher._closed:
+            raise driver.ConsumerStoppedError()
+        with fetcher._subscriptions.fetch_context():
+            return await fetch_in_turn(consumer, active_partitions, timeout, max_records)
 
 
 class ReadCommittedConsumer(driver.Consumer):
