@@ -61,6 +61,7 @@ class Checkpointer:
         self.timeout = timeout
         self.last_offsets: dict[str, int] = {}  # topic -> offset of the last message written
         self._refused: Any = None  # the first delivery error of the current transaction
+        self._began = 0.0  # perf_counter when the current transaction began
         self._producer = Producer(client_config(bootstrap, **{
             "transactional.id": transactional_id,
             "enable.idempotence": True,
@@ -89,15 +90,29 @@ class Checkpointer:
         """Write ``outputs`` (state changes and products alike) atomically.
 
         Returns the seconds the transaction took. Raises :class:`CheckpointError` when it
-        fails (fenced by a newer owner, broker gone past the timeout).
+        fails (fenced by a newer owner, broker gone past the timeout). The same as
+        :meth:`begin` then :meth:`finish`.
         """
-        began = time.perf_counter()
-        producer = self._producer
+        self.begin(outputs)
+        return self.finish()
+
+    def begin(self, outputs: list[Output]) -> None:
+        """Open the transaction and hand ``outputs`` to the producer (no waiting on the
+        broker): several checkpointers can begin, then finish while the others' messages are
+        in flight."""
+        self._began = time.perf_counter()
         self._refused = None
         try:
-            producer.begin_transaction()
+            self._producer.begin_transaction()
             for out in outputs:
                 self._produce(out.topic, out.key, out.value, out.headers, out.partition)
+        except KafkaException as exc:
+            self._fail(exc)
+
+    def finish(self) -> float:
+        """Wait for the messages :meth:`begin` handed over and commit; the seconds since
+        :meth:`begin`."""
+        try:
             # deliver first: a refused message (too large, unknown topic) fails the checkpoint
             # at once with its reason, instead of a commit waiting out its timeout
             self._flush()
@@ -105,14 +120,17 @@ class Checkpointer:
                 self._abort()
                 raise CheckpointError(f"The checkpoint of {self.transactional_id} failed: a "
                                       f"message was refused ({self._refused.str()}).")
-            producer.commit_transaction(self.timeout)
+            self._producer.commit_transaction(self.timeout)
         except KafkaException as exc:
-            error = exc.args[0]
-            if error.txn_requires_abort():
-                self._abort()
-            raise CheckpointError(f"The checkpoint of {self.transactional_id} failed: "
-                                  f"{error.str()}.") from None
-        return time.perf_counter() - began
+            self._fail(exc)
+        return time.perf_counter() - self._began
+
+    def _fail(self, exc: KafkaException) -> None:
+        error = exc.args[0]
+        if error.txn_requires_abort():
+            self._abort()
+        raise CheckpointError(f"The checkpoint of {self.transactional_id} failed: "
+                              f"{error.str()}.") from None
 
     def _flush(self) -> None:
         try:
@@ -123,7 +141,11 @@ class Checkpointer:
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, KafkaException):
                 raise cause from None
-            raise
+            # sometimes the error is lost on its way out of the callback ("returned NULL
+            # without setting an exception"): the producer failed all the same
+            raise CheckpointError(f"The checkpoint of {self.transactional_id} failed: its "
+                                  "producer failed while delivering (fenced by a newer owner "
+                                  "of this partition, or a fatal producer error).") from None
 
     def _abort(self) -> None:
         try:
