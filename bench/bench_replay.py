@@ -22,7 +22,6 @@ to stdout and to the "Replay" section of bench/RESULTS.md (unless --quick).
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import subprocess
 import sys
@@ -32,60 +31,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (PYTHON, ROOT, log, machine_line, pyinstrument_inclusive,  # noqa: E402
-                          pyinstrument_self_times, table, write_section)
+from bench.common import (EXPERIMENTS, PYTHON, ROOT, log, machine_line,  # noqa: E402
+                          pyinstrument_inclusive, pyinstrument_self_times, shadow_traffic,
+                          table, write_section)
 
-EXPERIMENTS = """
-- name: churn
-  task: binary
-  mode: shadow
-  champion: m:1
-  candidates: [m:2]
-  primary: {metric: accuracy, margin: 0.01}
-  min_samples: 500
-  label_ttl: 1h
-  allowed_lateness: 2s
-  guardrails:
-    - {metric: latency_p99_ms, max_ratio: 1.5}
-    - {metric: error_rate, max: 0.05}
-    - {metric: precision, segment: {tier: vip}, min: 0.5}
-- name: fraud
-  task: binary
-  mode: shadow
-  champion: m:1
-  candidates: [m:2]
-  primary: {metric: accuracy, margin: 0.01}
-  min_samples: 500
-  label_ttl: 1h
-  allowed_lateness: 2s
-  guardrails:
-    - {metric: latency_p99_ms, max_ratio: 1.5}
-    - {metric: error_rate, max: 0.05}
-- name: upsell
-  task: binary
-  mode: shadow
-  champion: m:1
-  candidates: [m:2]
-  primary: {metric: accuracy, margin: 0.01}
-  min_samples: 500
-  label_ttl: 1h
-  allowed_lateness: 2s
-  guardrails:
-    - {metric: latency_p99_ms, max_ratio: 1.5}
-"""
 
 
 def make_lines(n_lines: int, *, decisive: bool, seed: int = 5) -> list[bytes]:
-    from rollguard.synth import Arm, shadow_events
-
-    n = max(10, int(n_lines / 3 / 3.9))
-    gens = []
-    for i, name in enumerate(("churn", "fraud", "upsell")):
-        champion = Arm("m:1", 0.80, error_rate=0.001)
-        candidate = Arm("m:2", 0.88 if decisive else 0.79, error_rate=0.001)
-        gens.append(shadow_events(name, champion, [candidate], n=n, seed=seed + i))
+    """About ``n_lines`` replay lines (the benchmarks' shadow traffic, one event a line)."""
     return [json.dumps(e, separators=(",", ":")).encode() + b"\n"
-            for e in heapq.merge(*gens, key=lambda e: e["ts"])]
+            for e in shadow_traffic(n_lines, decisive=decisive, seed=seed)]
 
 
 def best(fn, repeat: int) -> tuple[float, object]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import heapq
 import json
 import os
 import signal
@@ -44,67 +43,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (PYTHON, broker, end_offsets, fresh_prefix, log, machine_line,  # noqa: E402
-                          produce_raw, pyinstrument_inclusive, pyinstrument_self_times,
-                          pyspy_summary, rss_bytes, table, worker_workarounds, write_section)
-
-EXPERIMENTS = """
-- name: churn
-  task: binary
-  mode: shadow
-  champion: m:1
-  candidates: [m:2]
-  primary: {metric: accuracy, margin: 0.01}
-  min_samples: 500
-  label_ttl: 1h
-  allowed_lateness: 2s
-  guardrails:
-    - {metric: latency_p99_ms, max_ratio: 1.5}
-    - {metric: error_rate, max: 0.05}
-    - {metric: precision, segment: {tier: vip}, min: 0.5}
-- name: fraud
-  task: binary
-  mode: shadow
-  champion: m:1
-  candidates: [m:2]
-  primary: {metric: accuracy, margin: 0.01}
-  min_samples: 500
-  label_ttl: 1h
-  allowed_lateness: 2s
-  guardrails:
-    - {metric: latency_p99_ms, max_ratio: 1.5}
-    - {metric: error_rate, max: 0.05}
-- name: upsell
-  task: binary
-  mode: shadow
-  champion: m:1
-  candidates: [m:2]
-  primary: {metric: accuracy, margin: 0.01}
-  min_samples: 500
-  label_ttl: 1h
-  allowed_lateness: 2s
-  guardrails:
-    - {metric: latency_p99_ms, max_ratio: 1.5}
-"""
+from bench.common import (EXPERIMENTS, PYTHON, broker, end_offsets, fresh_prefix, log,  # noqa: E402
+                          machine_line, produce_raw, pyinstrument_inclusive,
+                          pyinstrument_self_times, pyspy_summary, rss_bytes, shadow_traffic,
+                          table, worker_workarounds, write_section)
 
 KINDS = ("requests", "predictions", "labels")
 SETTLE_EVERY = 20_000
 CHILD_TIMEOUT_S = 420.0
-
-
-# -- the stream -----------------------------------------------------------------------------
-def traffic(n_events: int, seed: int = 5):
-    """Contract events of three shadow experiments, merged in event-time order."""
-    from rollguard.synth import Arm, shadow_events
-
-    per_request = 1 + 2 + 0.9  # a request, two predictions, 90 % labelled
-    n = max(10, int(n_events / 3 / per_request))
-    gens = []
-    for i, name in enumerate(("churn", "fraud", "upsell")):
-        champion = Arm("m:1", 0.80, error_rate=0.001)
-        candidate = Arm("m:2", 0.79, error_rate=0.001)  # Δ = −margin: the test stays open
-        gens.append(shadow_events(name, champion, [candidate], n=n, seed=seed + i))
-    return heapq.merge(*gens, key=lambda e: e["ts"])
 
 
 def produce_stream(bootstrap: str, names, n_events: int, partitions: int) -> dict:
@@ -117,7 +63,7 @@ def produce_stream(bootstrap: str, names, n_events: int, partitions: int) -> dic
     counts = {k: 0 for k in KINDS}
 
     def messages():
-        for event in traffic(n_events):
+        for event in shadow_traffic(n_events):
             kind = event.pop("topic")
             counts[kind] += 1
             yield getattr(names, kind), event["request_id"].encode(), enc(event)
@@ -478,9 +424,26 @@ def run_core(messages, experiments, partitions: int, *, evaluate: bool = True,
     for i, (kind, p, _, _, _) in enumerate(messages):
         last[kind, p] = i
     n = len(messages)
-    t_settle = t_eval = t_codec = 0.0
+    spent = {"settle": 0.0, "codec": 0.0, "eval": 0.0}
     controls = 0
     perf = time.perf_counter
+
+    def settle(part, **how) -> None:
+        """Settle one partition (as a checkpoint does) and hand its batches on, timed."""
+        nonlocal controls
+        s0 = perf()
+        batches = part.settle(**how)
+        s1 = perf()
+        spent["settle"] += s1 - s0
+        if codec:
+            batches = [(name, decode_batch(encode_batch(b))) for name, b in batches]
+            spent["codec"] += perf() - s1
+        if evaluate:
+            e0 = perf()
+            for name, batch in batches:
+                controls += len(evaluators[name].add_batch(batch))
+            spent["eval"] += perf() - e0
+
     if profiler is not None:
         profiler.start()
     began = perf()
@@ -490,43 +453,21 @@ def run_core(messages, experiments, partitions: int, *, evaluate: bool = True,
             parts[p].on_message(kind, offset, key, value)
         for part in parts:
             p = part.partition
-            backlogged = [k for k in KINDS if last.get((k, p), -1) >= stop]
-            s0 = perf()
-            batches = part.settle(backlogged=backlogged)
-            s1 = perf()
-            t_settle += s1 - s0
-            if codec:
-                batches = [(name, decode_batch(encode_batch(b))) for name, b in batches]
-                t_codec += perf() - s1
-            if evaluate:
-                e0 = perf()
-                for name, batch in batches:
-                    controls += len(evaluators[name].add_batch(batch))
-                t_eval += perf() - e0
+            settle(part, backlogged=[k for k in KINDS if last.get((k, p), -1) >= stop])
     for part in parts:
-        s0 = perf()
-        batches = part.settle(flush=True)
-        s1 = perf()
-        t_settle += s1 - s0
-        if codec:
-            batches = [(name, decode_batch(encode_batch(b))) for name, b in batches]
-            t_codec += perf() - s1
-        if evaluate:
-            e0 = perf()
-            for name, batch in batches:
-                controls += len(evaluators[name].add_batch(batch))
-            t_eval += perf() - e0
+        settle(part, flush=True)
     if evaluate:
         e0 = perf()
         for ev in evaluators.values():
             controls += len(ev.flush())
-        t_eval += perf() - e0
+        spent["eval"] += perf() - e0
     total = perf() - began
     if profiler is not None:
         profiler.stop()
     records = sum(ev.totals.records for ev in evaluators.values()) if evaluate else None
     policy = sum(ev.policy.records for ev in evaluators.values()) if evaluate else None
-    return {"total": total, "settle": t_settle, "eval": t_eval, "codec": t_codec,
+    return {"total": total, "settle": spent["settle"], "eval": spent["eval"],
+            "codec": spent["codec"],
             "controls": controls, "records": records, "policy_records": policy,
             "counters": {k: v for ev in evaluators.values() for k, v in ev.counters.items()}
             if evaluate else None}

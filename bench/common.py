@@ -27,6 +27,69 @@ PYTHON = sys.executable
 
 
 # -- the machine --------------------------------------------------------------------------
+
+# -- the workload of the throughput and replay benchmarks -----------------------------------
+#: Three shadow experiments with guardrails: what the worker and replay benchmarks run.
+EXPERIMENTS = """
+- name: churn
+  task: binary
+  mode: shadow
+  champion: m:1
+  candidates: [m:2]
+  primary: {metric: accuracy, margin: 0.01}
+  min_samples: 500
+  label_ttl: 1h
+  allowed_lateness: 2s
+  guardrails:
+    - {metric: latency_p99_ms, max_ratio: 1.5}
+    - {metric: error_rate, max: 0.05}
+    - {metric: precision, segment: {tier: vip}, min: 0.5}
+- name: fraud
+  task: binary
+  mode: shadow
+  champion: m:1
+  candidates: [m:2]
+  primary: {metric: accuracy, margin: 0.01}
+  min_samples: 500
+  label_ttl: 1h
+  allowed_lateness: 2s
+  guardrails:
+    - {metric: latency_p99_ms, max_ratio: 1.5}
+    - {metric: error_rate, max: 0.05}
+- name: upsell
+  task: binary
+  mode: shadow
+  champion: m:1
+  candidates: [m:2]
+  primary: {metric: accuracy, margin: 0.01}
+  min_samples: 500
+  label_ttl: 1h
+  allowed_lateness: 2s
+  guardrails:
+    - {metric: latency_p99_ms, max_ratio: 1.5}
+"""
+
+
+def shadow_traffic(n_events: int, *, decisive: bool = False, seed: int = 5) -> Iterator[dict]:
+    """About ``n_events`` contract events of the three experiments of :data:`EXPERIMENTS`
+    (each request: itself, two predictions, a label for 90 %), merged in event-time order.
+
+    The candidate is at the margin boundary (Δ = −margin: the tests stay open and the policy
+    works on every record), or clearly better when ``decisive`` (experiments decide early).
+    """
+    import heapq
+
+    from rollguard.synth import Arm, shadow_events
+
+    per_request = 1 + 2 + 0.9  # a request, two predictions, 90 % labelled
+    n = max(10, int(n_events / 3 / per_request))
+    gens = []
+    for i, name in enumerate(("churn", "fraud", "upsell")):
+        champion = Arm("m:1", 0.80, error_rate=0.001)
+        candidate = Arm("m:2", 0.88 if decisive else 0.79, error_rate=0.001)
+        gens.append(shadow_events(name, champion, [candidate], n=n, seed=seed + i))
+    return heapq.merge(*gens, key=lambda e: e["ts"])
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
