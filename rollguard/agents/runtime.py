@@ -160,13 +160,9 @@ class JoinTask:
     def on_message(self, kind: str, offset: int, key, value) -> None:
         self.core.on_message(kind, offset, key, value)
 
-    def checkpoint(self, backlogged: set[str]) -> None:
-        """Settle and commit this partition's checkpoint (:meth:`stage` then :meth:`complete`)."""
-        self.stage(backlogged)
-        self.complete()
-
     def stage(self, backlogged: set[str]) -> None:
-        """Settle and hand the checkpoint's messages to this partition's transaction."""
+        """Settle and hand the checkpoint's messages to this partition's transaction
+        (:meth:`complete` commits it; :meth:`Runtime.checkpoint` does both)."""
         core = self.core
         quiet = core.events_since_settle == 0
         internal, names, p = self.internal, self.config.names, self.partition
@@ -347,7 +343,8 @@ class Runtime:
         self.join_tasks: dict[int, JoinTask] = {}
         self.eval_tasks: dict[int, EvalTask] = {}
         self.last_checkpoint_s = 0.0
-        self._committer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rollguard-commit")
+        # blocking work that mostly waits on the broker or RocksDB: restores and commits
+        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rollguard-io")
 
     def join_task(self, partition: int) -> JoinTask:
         task = self.join_tasks.get(partition)
@@ -382,11 +379,10 @@ class Runtime:
         if not join and not evaluate:
             return
         began = time.monotonic()
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="rollguard-restore") as pool:
-            joins = {p: pool.submit(JoinTask, self.config, p) for p in join}
-            evals = {p: pool.submit(EvalTask, self.config, p) for p in evaluate}
-            self.join_tasks.update({p: f.result() for p, f in joins.items()})
-            self.eval_tasks.update({p: f.result() for p, f in evals.items()})
+        joins = {p: self._io.submit(JoinTask, self.config, p) for p in join}
+        evals = {p: self._io.submit(EvalTask, self.config, p) for p in evaluate}
+        self.join_tasks.update({p: f.result() for p, f in joins.items()})
+        self.eval_tasks.update({p: f.result() for p, f in evals.items()})
         log.info("restored %d join and %d evaluation partitions in %.1f s", len(join),
                  len(evaluate), time.monotonic() - began)
 
@@ -422,7 +418,7 @@ class Runtime:
         partition, while the event loop waits.
         """
         if len(staged) > 1:
-            for _ in self._committer.map(lambda task: task.complete(), staged):
+            for _ in self._io.map(lambda task: task.complete(), staged):
                 pass
         elif staged:
             staged[0].complete()
@@ -432,4 +428,4 @@ class Runtime:
             for task in tasks.values():
                 task.close()
             tasks.clear()
-        self._committer.shutdown(wait=True)
+        self._io.shutdown(wait=True)
