@@ -74,6 +74,15 @@ def finite_or_none(x: float | None) -> float | None:
     return float(x)
 
 
+def interval_side(lower: float, upper: float, value: float) -> int:
+    """1 if the interval lies wholly above ``value``, −1 if wholly below, else 0.
+
+    >>> interval_side(0.2, 0.4, 0.1), interval_side(0.2, 0.4, 0.5), interval_side(0.2, 0.4, 0.3)
+    (1, -1, 0)
+    """
+    return -1 if upper < value else 1 if lower > value else 0
+
+
 def bound_status(
     lower: float, upper: float, *, max: float | None = None, min: float | None = None
 ) -> str:

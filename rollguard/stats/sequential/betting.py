@@ -60,6 +60,7 @@ from __future__ import annotations
 import math
 from typing import Any, Self
 
+from rollguard.stats.sequential._base import interval_side
 from rollguard.stats.sequential.eb import PlugInBets, scale_to_unit
 
 #: Two test points closer than this (on the [0, 1] scale) are the same point.
@@ -212,8 +213,7 @@ class BettingCS(PlugInBets):
                 if self._max_down[k] >= self._log_term:
                     return -1
                 return 1 if self._max_up[k] >= self._log_term else 0
-        lo, hi = self.interval()
-        return -1 if hi < value else 1 if lo > value else 0
+        return interval_side(*self.interval(), value)
 
     def evidence(self) -> dict[str, Any]:
         lo, hi = self.interval()

@@ -51,7 +51,8 @@ from __future__ import annotations
 import math
 from typing import Any, Self
 
-from rollguard.stats.sequential._base import SequentialTest, check_alpha, check_bounds
+from rollguard.stats.sequential._base import (SequentialTest, check_alpha, check_bounds,
+                                              interval_side)
 from rollguard.stats.sequential.asymptotic import AsymptoticCS
 from rollguard.stats.sequential.betting import BettingCS
 from rollguard.stats.sequential.eb import EmpiricalBernsteinCS
@@ -139,8 +140,7 @@ class MeanCS(SequentialTest):
         """1 if the mean is above ``value`` with confidence, −1 if below, else 0."""
         if isinstance(self.core, BettingCS):
             return self.core.side_of(value)
-        lo, hi = self.core.interval()
-        return -1 if hi < value else 1 if lo > value else 0
+        return interval_side(*self.core.interval(), value)
 
     def evidence(self) -> dict[str, Any]:
         return self.core.evidence()
