@@ -301,30 +301,58 @@ class EndOffsets:
     The consumer's own high watermarks are only as fresh as its last fetch of each
     partition, which is how a topic with new messages can look read to its end; one
     ListOffsets request per checkpoint gives the truth.
+
+    A partition whose end could not be read is missing from the answer (the join then
+    counts it as unread), and :attr:`unknown` says so until an answer is whole again. After
+    any failure the next call uses a new admin client: librdkafka's admin client keeps the
+    leader epoch it cached before a broker restart and retries ListOffsets with it, failing
+    with FENCED_LEADER_EPOCH for as long as it lives (the consumer had the same fault,
+    confluentinc/librdkafka#4620). Before this, one broker restart left every end unknown
+    for good, so the join held every record back while its offsets were committed.
     """
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, *, timeout: float = 10.0) -> None:
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        self.unknown: str | None = None  # why the last answer was not whole, else None
+        self._admin = self._new_admin()
+
+    def _new_admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
 
         from rollguard.kafka.clients import client_config
 
-        self._admin = AdminClient(client_config(bootstrap))
+        return AdminClient(client_config(self.bootstrap))
 
     def __call__(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
         if not tps:
+            self.unknown = None
             return {}
         request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in tps}
-        futures = self._admin.list_offsets(request, isolation_level=IsolationLevel.READ_COMMITTED,
-                                           request_timeout=10)
-        ends = {}
-        for tp, future in futures.items():
-            try:
-                ends[tp.topic, tp.partition] = future.result().offset
-            except KafkaException:
-                pass  # unknown end: the partition counts as having unread messages
+        ends: dict[tuple[str, int], int] = {}
+        problem = None
+        try:
+            futures = self._admin.list_offsets(
+                request, isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=self.timeout)
+            for tp, future in futures.items():
+                try:
+                    ends[tp.topic, tp.partition] = future.result().offset
+                except KafkaException as exc:
+                    problem = problem or f"{tp.topic}[{tp.partition}]: {exc.args[0].str()}"
+        except KafkaException as exc:
+            problem = exc.args[0].str()
+        if problem is not None:
+            if self.unknown is None:
+                log.warning("The end offsets of the input could not be read (%s); the join "
+                            "waits for them and retries with a new admin client.", problem)
+            self._admin = self._new_admin()
+        elif self.unknown is not None:
+            log.info("The end offsets of the input are read again.")
+        self.unknown = problem
         return ends
 
 

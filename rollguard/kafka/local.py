@@ -361,10 +361,20 @@ def running_brokers(home: Path | None = None) -> list[BrokerInfo]:
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's)."""
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's).
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with ``-``: the storage
+    tool would read it as an option (one format in 64 failed so).
+
+    >>> all(not _cluster_id().startswith("-") and len(_cluster_id()) == 22 for _ in range(500))
+    True
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _metadata_ok(bootstrap: str) -> bool:
