@@ -276,10 +276,16 @@ def worker(
         "same id, it takes its partitions back at once instead of after the session timeout."),
     session_timeout: float = typer.Option(45.0, help="Seconds without a heartbeat after which "
                                           "a worker's partitions go to the others."),
+    stall_timeout: float = typer.Option(
+        120.0, help="Seconds without a complete checkpoint after which the worker stops (exit "
+        "code 75) so that its supervisor restarts it."),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus metrics on this "
+                                               "port (/metrics)."),
+    metrics_host: str = typer.Option("0.0.0.0", help="Address the metrics are served on."),
     log_level: str = typer.Option("INFO", help="rollguard's log level."),
 ) -> None:
     """Run the Faust worker: join, statistics, sequential tests, control events."""
-    from rollguard.agents.app import build_app, prepare_topics, run_worker
+    from rollguard.agents.app import build_app, prepare_topics, run_worker, serve_metrics
     from rollguard.agents.runtime import WorkerConfig
     from rollguard.kafka.admin import TopicError
     from rollguard.streams.topics import TopicNames
@@ -290,14 +296,38 @@ def worker(
                           names=TopicNames(prefix), app_id=app_id, data_dir=data_dir,
                           checkpoint_interval=checkpoint_interval,
                           snapshot_interval=snapshot_interval, partitions=partitions,
-                          instance_id=instance_id, session_timeout=session_timeout)
+                          instance_id=instance_id, session_timeout=session_timeout,
+                          stall_timeout=stall_timeout, metrics_port=metrics_port,
+                          metrics_host=metrics_host)
     try:
         config.partitions = prepare_topics(config)
     except TopicError as exc:
         fail(str(exc))
-    app_, _ = build_app(config)
+    app_, runtime = build_app(config)
+    if metrics_port is not None:
+        try:
+            serve_metrics(runtime, metrics_port, metrics_host)
+        except OSError as exc:
+            fail(f"The metrics cannot be served on {metrics_host}:{metrics_port} ({exc.strerror}): "
+                 "choose another --metrics-port.")
     sys.argv = [sys.argv[0], "worker"]  # Faust's worker reads its own command line
-    run_worker(app_)
+    run_worker(app_, runtime)
+
+
+@app.command("health")
+def health(
+    data_dir: Path = typer.Option(Path(".rollguard"), help="The worker's --data-dir."),
+    app_id: str = typer.Option("rollguard", help="The worker's --app-id."),
+    max_age: float = typer.Option(30.0, help="Seconds since the last complete checkpoint "
+                                  "beyond which the worker is unhealthy."),
+) -> None:
+    """Exit 0 when the worker with this data directory runs and checkpoints, 1 otherwise
+    (a healthcheck for Docker, Kubernetes or systemd)."""
+    from rollguard.agents.liveness import check_health, liveness_path
+
+    ok, sentence = check_health(liveness_path(data_dir, app_id), max_age)
+    out.print(sentence, markup=False, highlight=False)
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command("replay")

@@ -6,7 +6,7 @@ and statistics snapshots. Every worker of the same app id is one consumer group:
 of them to share the partitions.
 
     app, runtime = build_app(config)
-    run_worker(app)          # until SIGTERM or Ctrl-C
+    run_worker(app, runtime)          # until SIGTERM or Ctrl-C
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ import logging
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException
 
 from rollguard.agents.checkpoint import CheckpointError
+from rollguard.agents.liveness import stop_for_restart
+from rollguard.agents.metrics import WorkerMetrics
 from rollguard.agents.runtime import EndOffsets, Runtime, WorkerConfig
 from rollguard.agents.transport import RollguardApp
 from rollguard.kafka.admin import (check_copartitioned, contract_topics, ensure_topics,
@@ -25,21 +28,45 @@ from rollguard.kafka.admin import (check_copartitioned, contract_topics, ensure_
 log = logging.getLogger("rollguard.worker")
 
 
+RESTART_HINT = "The worker stops so that its supervisor restarts it; restarted, it resumes " \
+    "from its last checkpoint."
+
+
+def stop_on_error(what: str, exc: BaseException) -> None:
+    """End the worker with one sentence for an error it cannot recover from in place: a
+    supervisor restarts it, and it resumes from its last checkpoint."""
+    if isinstance(exc, CheckpointError):
+        stop_for_restart(f"{exc} {RESTART_HINT}")
+    elif isinstance(exc, KafkaException):
+        stop_for_restart(f"{what} failed: {exc.args[0].str()}. {RESTART_HINT}")
+    else:
+        log.error("%s failed with an unexpected error", what, exc_info=exc)
+        stop_for_restart(f"{what} failed with an unexpected error ({type(exc).__name__}, "
+                         f"logged above); this is a rollguard bug, please report it. "
+                         f"{RESTART_HINT}")
+
+
 class CheckpointBeforeCommit(faust.Sensor):
     """Faust calls this just before it commits consumer offsets: checkpoint first, so the
-    group's committed offsets never run ahead of the state (see agents/checkpoint.py)."""
+    group's committed offsets never run ahead of the state (see agents/checkpoint.py).
 
-    def __init__(self, runtime: Runtime) -> None:
+    A failed checkpoint ends the process before Faust can commit: the tasks' state is then
+    ahead of what is durable (the aborted transaction took their changes with it), and only
+    a restore from the last checkpoint is right. Letting Faust crash instead left pages of
+    tracebacks and, on some paths, a process that stayed up doing nothing.
+    """
+
+    def __init__(self, runtime: Runtime, on_failure: Any = stop_on_error) -> None:
         super().__init__()
         self.runtime = runtime
+        self.on_failure = on_failure  # not `stop`: a Sensor is a mode Service, which has one
 
     def on_commit_initiated(self, consumer: Any) -> Any:
         try:
             self.runtime.checkpoint()
-        except CheckpointError as exc:
-            # raising stops Faust's commit: offsets never pass the last checkpoint
-            log.error("%s The worker stops; restarted, it resumes from its last checkpoint.", exc)
-            raise
+        except Exception as exc:
+            self.on_failure("A checkpoint", exc)
+            raise  # if ``on_failure`` returned: raising still stops Faust's commit
         return None
 
 
@@ -84,44 +111,76 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
     outcomes = app.topic(internal.outcomes, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
 
+    # Every callback ends the worker with one sentence on an error it cannot recover from:
+    # raised into Faust, an error crashes one service and can leave the process up doing
+    # nothing (a restore that failed during a broker outage did).
     @app.agent(inputs, name="rollguard.join")
     async def join(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            runtime.on_input(event.message)
+        try:
+            async for event in stream.events():
+                runtime.on_input(event.message)
+        except Exception as exc:
+            stop_on_error("Reading the input", exc)
 
     @app.agent(outcomes, name="rollguard.evaluate")
     async def evaluate(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            runtime.on_outcome(event.message)
+        try:
+            async for event in stream.events():
+                runtime.on_outcome(event.message)
+        except Exception as exc:
+            stop_on_error("Evaluating the joined outcomes", exc)
 
     app.sensors.add(CheckpointBeforeCommit(runtime))
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        runtime.assigned(assigned)
+        try:
+            runtime.assigned(assigned)
+        except Exception as exc:
+            stop_on_error("Restoring the assigned partitions", exc)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        runtime.revoked(revoked)
+        try:
+            runtime.revoked(revoked)
+        except Exception as exc:
+            stop_on_error("Handing the revoked partitions back", exc)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
         # the consumer has stopped and committed (after a checkpoint): publish the last
         # statistics snapshot with a final checkpoint, then let go of the partitions
-        runtime.checkpoint(final=True)
+        runtime.watchdog.stop()
+        try:
+            runtime.checkpoint(final=True)
+        except Exception as exc:
+            stop_on_error("The final checkpoint", exc)
         runtime.close()
 
     @app.task
     async def announce() -> None:
-        log.info("rollguard worker %s on %s: experiments %s; reading %s; control to %s",
-                 config.app_id, config.bootstrap,
+        runtime.liveness.write()
+        log.info("rollguard worker %s on %s: experiments %s; reading %s; control to %s; "
+                 "liveness in %s%s", config.app_id, config.bootstrap,
                  ", ".join(e.name for e in config.experiments),
-                 ", ".join(names.inputs()), names.control)
+                 ", ".join(names.inputs()), names.control, runtime.liveness.path,
+                 f"; metrics on {config.metrics_host}:{config.metrics_port}/metrics"
+                 if config.metrics_port is not None else "")
 
     return app, runtime
 
 
-def run_worker(app: faust.App, loglevel: str = "WARNING") -> None:
+def serve_metrics(runtime: Runtime, port: int, host: str = "0.0.0.0") -> WorkerMetrics:
+    """Serve the worker's Prometheus metrics on ``host:port`` (raises OSError when the port
+    is taken)."""
+    metrics = WorkerMetrics(runtime.liveness)
+    runtime.on_checkpoint = metrics.observe_checkpoint
+    metrics.serve(port, host)
+    return metrics
+
+
+def run_worker(app: faust.App, runtime: Runtime, loglevel: str = "WARNING") -> None:
     """Run the app's worker until SIGTERM/SIGINT, then stop cleanly (final checkpoint)."""
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    runtime.watchdog.start()  # from the start: joining the group and restoring count too
     worker.execute_from_commandline()

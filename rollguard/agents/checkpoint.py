@@ -189,8 +189,12 @@ def read_changelog(bootstrap: str, changelog: str, partition: int, start: int | 
         "receive.message.max.bytes": INTERNAL_MESSAGE_MAX + 1024 * 1024,
     }))
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(changelog, partition),
-                                                   timeout=10)
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(changelog, partition),
+                                                       timeout=10)
+        except KafkaException as exc:
+            raise CheckpointError(f"Reading {changelog}[{partition}] to restore it failed: "
+                                  f"{exc.args[0].str()}.") from None
         if high <= max(low, start or 0):
             return
         consumer.assign([TopicPartition(changelog, partition,

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import msgspec
 
 from rollguard.agents.checkpoint import INTERNAL_MESSAGE_MAX, Checkpointer, Output, read_changelog
+from rollguard.agents.liveness import Liveness, Watchdog, liveness_path
 from rollguard.decisions.evaluator import ExperimentEvaluator
 from rollguard.kafka.admin import COMPACTED, TopicSpec
 from rollguard.schemas.events import encode
@@ -84,6 +85,9 @@ class WorkerConfig:
     partitions: int = 0  # of the input topics; the worker reads it from the cluster
     instance_id: str | None = None  # static group membership: a restart takes its partitions back
     session_timeout: float = 45.0   # a worker that stops heartbeating loses its partitions after
+    stall_timeout: float = 120.0    # no complete checkpoint for this long: the worker stops
+    metrics_port: int | None = None  # serve Prometheus /metrics here
+    metrics_host: str = "0.0.0.0"
 
     @property
     def internal(self) -> InternalTopics:
@@ -360,8 +364,14 @@ class Runtime:
     """Routes Faust's messages to partition tasks and checkpoints them on Faust's commits."""
 
     def __init__(self, config: WorkerConfig,
-                 end_offsets: Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]) -> None:
+                 end_offsets: Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]],
+                 liveness: Liveness | None = None) -> None:
         self.config = config
+        self.liveness = liveness if liveness is not None else Liveness(
+            liveness_path(config.data_dir, config.app_id))
+        self.watchdog = Watchdog(self.liveness, config.stall_timeout)  # started by run_worker
+        #: called with each checkpoint's seconds (the metrics' histogram)
+        self.on_checkpoint: Callable[[float], None] = lambda seconds: None
         names = config.names
         self.kind_of = {names.requests: "requests", names.predictions: "predictions",
                         names.labels: "labels"}
@@ -407,10 +417,12 @@ class Runtime:
         if not join and not evaluate:
             return
         began = time.monotonic()
-        joins = {p: self._io.submit(JoinTask, self.config, p) for p in join}
-        evals = {p: self._io.submit(EvalTask, self.config, p) for p in evaluate}
-        self.join_tasks.update({p: f.result() for p, f in joins.items()})
-        self.eval_tasks.update({p: f.result() for p, f in evals.items()})
+        with self.liveness.restore():
+            joins = {p: self._io.submit(JoinTask, self.config, p) for p in join}
+            evals = {p: self._io.submit(EvalTask, self.config, p) for p in evaluate}
+            self.join_tasks.update({p: f.result() for p, f in joins.items()})
+            self.eval_tasks.update({p: f.result() for p, f in evals.items()})
+        self._count_partitions()
         log.info("restored %d join and %d evaluation partitions in %.1f s", len(join),
                  len(evaluate), time.monotonic() - began)
 
@@ -420,6 +432,10 @@ class Runtime:
                 self.eval_tasks if tp.topic == self.outcomes else None
             if tasks is not None and tp.partition in tasks:
                 tasks.pop(tp.partition).close()
+        self._count_partitions()
+
+    def _count_partitions(self) -> None:
+        self.liveness.partitions = {"join": len(self.join_tasks), "evaluate": len(self.eval_tasks)}
 
     # -- checkpoints ----------------------------------------------------------------------
     def checkpoint(self, *, final: bool = False) -> None:
@@ -437,6 +453,10 @@ class Runtime:
             staged.append(eval_task)
         self.commit(staged)
         self.last_checkpoint_s = time.perf_counter() - began
+        # complete only if the join knew where its input ends (else it may hold records back)
+        problem = getattr(self.end_offsets, "unknown", None) if tasks else None
+        self.liveness.checkpointed(self.last_checkpoint_s, problem)
+        self.on_checkpoint(self.last_checkpoint_s)
 
     def commit(self, staged: list[JoinTask | EvalTask]) -> None:
         """Commit the staged partitions' transactions side by side.

@@ -1,0 +1,238 @@
+"""Brokers restart all the time: the worker loses nothing, counts nothing twice and goes on
+deciding. These tests run their own brokers (they kill them) on real Kafka."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from rollguard.kafka.admin import create_contract_topics
+from rollguard.kafka.local import LocalBroker, free_port, rollguard_home
+from rollguard.schemas import load_experiments
+from rollguard.streams.topics import TopicNames
+from rollguard.synth import Arm, shadow_events
+from tests.kafka_helpers import ROOT, WorkerProcess, latest_json, wait_for
+from tests.test_worker_kafka import assert_same_control, assert_statistics_equal, control_events, replay_of
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+# one experiment decides early, one only late (at max_samples): a decision after the restart
+EXPERIMENTS = """
+- name: better
+  task: binary
+  mode: shadow
+  champion: m:1
+  candidates: [m:2]
+  primary: {metric: accuracy, margin: 0.01}
+  min_samples: 200
+  label_ttl: 1h
+  allowed_lateness: 2s
+- name: equal
+  task: binary
+  mode: shadow
+  champion: m:1
+  candidates: [m:4]
+  primary: {metric: accuracy, margin: 0.01}
+  min_samples: 200
+  max_samples: 900
+  label_ttl: 1h
+  allowed_lateness: 2s
+"""
+
+
+def traffic(n: int) -> list[dict]:
+    events = list(shadow_events("better", Arm("m:1", 0.8), [Arm("m:2", 0.87)], n=n, seed=21))
+    events += shadow_events("equal", Arm("m:1", 0.8), [Arm("m:4", 0.8)], n=n, seed=22)
+    return sorted(events, key=lambda e: e["ts"])
+
+
+class PacedProducer:
+    """Produces replay-style events at about ``rate`` events/s, riding out broker outages
+    (librdkafka retries until ``message.timeout.ms``)."""
+
+    def __init__(self, bootstrap: str, names: TopicNames, rate: float = 1000.0) -> None:
+        self.names, self.rate = names, rate
+        self.producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
+                                  "linger.ms": 5, "acks": "all", "enable.idempotence": True,
+                                  "message.timeout.ms": 180000,
+                                  "logger": __import__("logging").getLogger("paced")})
+
+    def produce(self, events: list[dict]) -> None:
+        began = time.monotonic()
+        for i, event in enumerate(events):
+            event = dict(event)
+            topic = getattr(self.names, event.pop("topic"))
+            value = json.dumps(event).encode()
+            while True:
+                try:
+                    self.producer.produce(topic, key=event["request_id"].encode(), value=value)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+            self.producer.poll(0)
+            ahead = (i + 1) / self.rate - (time.monotonic() - began)
+            if ahead > 0.01:
+                time.sleep(ahead)
+
+    def flush(self) -> None:
+        assert self.producer.flush(180) == 0, "every event reached the broker"
+
+
+def kill_broker(broker: LocalBroker) -> None:
+    """SIGKILL: no goodbye, no flush."""
+    info = broker.status()
+    os.killpg(info.pid, signal.SIGKILL)
+    wait_for(lambda: broker.status() is None, timeout=10, every=0.1)
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert match, f"{name} is served"
+    return float(match.group(1))
+
+
+def health(data_dir: Path, app_id: str, max_age: float = 10.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rollguard.cli", "health", "--data-dir",
+                           str(data_dir), "--app-id", app_id, "--max-age", str(max_age)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def wait_working(data_dir: Path, app_id: str, partitions: int = 3) -> None:
+    """Until the worker owns its partitions (restored) and has checkpointed them."""
+    owns = f"owns {partitions} join and {partitions} evaluation partitions"
+    wait_for(lambda: owns in health(data_dir, app_id).stdout, timeout=90)
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    broker = LocalBroker(port=free_port(), data_dir=tmp_path / "broker", home=rollguard_home())
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_a_broker_killed_and_restarted_mid_stream_loses_nothing_and_stops_nothing(
+        own_broker, tmp_path):
+    bootstrap, names = own_broker.bootstrap, TopicNames(f"t{uuid.uuid4().hex[:8]}.")
+    path = tmp_path / "experiments.yaml"
+    path.write_text(EXPERIMENTS)
+    events = traffic(1350)
+    replay, expected = replay_of(load_experiments(path), events)
+    offline = {name: ev.snapshot()["statistics"] for name, ev in replay.evaluators.items()}
+    assert [e["action"] for e in expected if e["experiment"] == "equal"][-1] == "hold"
+    create_contract_topics(bootstrap, names, partitions=3)
+
+    app_id, port = f"app-{uuid.uuid4().hex[:6]}", free_port()
+    data_dir = tmp_path / "data"
+    worker = WorkerProcess(bootstrap, path, names.prefix, app_id, data_dir,
+                           tmp_path / "worker.log", "--metrics-port", str(port))
+    producer = PacedProducer(bootstrap, names)
+    half = len(events) // 2
+    with worker:
+        wait_working(data_dir, app_id)
+        producer.produce(events[:half])
+        producer.flush()
+        kill_broker(own_broker)                       # mid-stream: the worker is busy
+        outage = threading.Thread(target=producer.produce, args=(events[half:half + 500],))
+        outage.start()                                # the services keep producing into it
+        time.sleep(8)
+        own_broker.start()                            # the same data, 8 s later
+        outage.join()
+        producer.produce(events[half + 500:])
+        producer.flush()
+
+        def settled():
+            snap = latest_json(bootstrap, names.stats)
+            return all(snap.get(name, {}).get("statistics", {}).get("records")
+                       == offline[name]["records"] for name in offline)
+        wait_for(settled, timeout=120)
+        wait_for(lambda: len(control_events(bootstrap, names)) >= len(expected), timeout=30)
+        assert worker.alive(), "the worker rode out the restart"
+        assert metric(port, "rollguard_checkpoint_age_seconds") < 10
+        checked = health(data_dir, app_id)
+        assert checked.returncode == 0 and checked.stdout.startswith("healthy"), checked.stdout
+        assert worker.stop() == 0, worker.log_text()[-3000:]
+
+    log = worker.log_text()
+    assert "could not be read" in log, "the outage was noticed"
+    assert "read again" in log, "and its end"
+    live = latest_json(bootstrap, names.stats)
+    for name in offline:  # every outcome counted exactly once
+        assert_statistics_equal(live[name]["statistics"], offline[name])
+    # every decision, the late hold included, published once and equal to replay's
+    assert_same_control(control_events(bootstrap, names), expected)
+    stopped = health(data_dir, app_id)
+    assert stopped.returncode == 1 and "not running" in stopped.stdout
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("%")]
+    return lines[-1] if lines else ""
+
+
+def test_a_worker_that_cannot_checkpoint_exits_with_one_sentence(own_broker, tmp_path):
+    """Broker gone for good: no checkpoint completes, so the worker stops itself (exit 75)
+    for its supervisor to restart, instead of staying up doing nothing."""
+    bootstrap, names = own_broker.bootstrap, TopicNames(f"t{uuid.uuid4().hex[:8]}.")
+    path = tmp_path / "experiments.yaml"
+    path.write_text(EXPERIMENTS)
+    create_contract_topics(bootstrap, names, partitions=3)
+    app_id, data_dir = f"app-{uuid.uuid4().hex[:6]}", tmp_path / "data"
+    worker = WorkerProcess(bootstrap, path, names.prefix, app_id, data_dir,
+                           tmp_path / "worker.log", "--stall-timeout", "8").start()
+    try:
+        wait_working(data_dir, app_id)
+        PacedProducer(bootstrap, names).produce(traffic(100))
+        kill_broker(own_broker)
+        began = time.monotonic()
+        code = worker.proc.wait(60)
+        waited = time.monotonic() - began
+    finally:
+        if worker.alive():
+            worker.kill()
+    assert code == 75
+    assert 5 <= waited < 30, waited  # the stall timeout counts from the last checkpoint
+    line = last_line(worker.log_text())
+    assert "made no progress" in line and line.endswith("resumes from its last checkpoint."), line
+    assert "Traceback" not in worker.log_text()
+    assert health(data_dir, app_id).returncode == 1
+
+
+def test_a_fenced_worker_exits_with_one_sentence(kafka_bootstrap, topic_prefix, tmp_path):
+    """Another owner of a partition's transactional id (a zombie's successor) fences this
+    worker: its next checkpoint fails, and it exits at once, before Faust commits offsets."""
+    names = TopicNames(topic_prefix)
+    path = tmp_path / "experiments.yaml"
+    path.write_text(EXPERIMENTS)
+    create_contract_topics(kafka_bootstrap, names, partitions=3)
+    app_id, data_dir = f"app-{uuid.uuid4().hex[:6]}", tmp_path / "data"
+    worker = WorkerProcess(kafka_bootstrap, path, names.prefix, app_id, data_dir,
+                           tmp_path / "worker.log").start()
+    try:
+        wait_working(data_dir, app_id)
+        successor = Producer({"bootstrap.servers": kafka_bootstrap,
+                              "transactional.id": f"{app_id}-join-0"})
+        successor.init_transactions(30)
+        PacedProducer(kafka_bootstrap, names).produce(traffic(50))
+        code = worker.proc.wait(60)
+    finally:
+        if worker.alive():
+            worker.kill()
+    assert code == 75
+    line = last_line(worker.log_text())
+    assert f"The checkpoint of {app_id}-join-0 failed" in line, line
+    assert line.endswith("resumes from its last checkpoint."), line
+    assert "Traceback" not in worker.log_text()
