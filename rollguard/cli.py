@@ -48,45 +48,94 @@ def bootstrap_or_default(bootstrap: Optional[str]) -> str:
 # -- kafka ---------------------------------------------------------------------------
 @kafka_app.command("start")
 def kafka_start(
-    port: int = typer.Option(9092, help="Port of the broker's client listener on 127.0.0.1."),
+    port: int = typer.Option(9092, help="Port of the broker's client listener on 127.0.0.1 "
+                             "(with --nodes N, the first of N ports)."),
     data_dir: Optional[Path] = typer.Option(None, help="Where the broker keeps its data "
                                             "(default: rollguard's cache, per port)."),
+    nodes: int = typer.Option(1, min=1, max=9, help="1: a single broker; 3: a cluster of three "
+                              "brokers and controllers on ports PORT to PORT+2."),
 ) -> None:
-    """Start a single-node KRaft broker from Apache Kafka's jars (resolved once with Maven)."""
-    from rollguard.kafka.local import BrokerError, LocalBroker
+    """Start a KRaft broker, or a cluster (--nodes 3), from Apache Kafka's jars (resolved once with Maven)."""
+    from rollguard.kafka.local import BrokerError, LocalBroker, LocalCluster, find_cluster
 
-    broker = LocalBroker(port=port, data_dir=data_dir)
-    already = broker.status()
+    progress = lambda line: err.print(line)  # noqa: E731
     try:
-        info = broker.start(progress=lambda line: err.print(line))
+        running = find_cluster(port)
+        if running is not None and (nodes == 1 or running.port != port):
+            raise BrokerError(
+                f"Port {port} belongs to the local Kafka cluster on port {running.port}: stop "
+                f"it with `rollguard kafka stop --port {running.port}`, or use it as it is.")
+        if nodes == 1:
+            broker = LocalBroker(port=port, data_dir=data_dir)
+            already = broker.status()
+            info = broker.start(progress=progress)
+        else:
+            cluster = LocalCluster(port=port, nodes=nodes, data_dir=data_dir)
+            already = cluster.status()
+            down = [n for n in range(1, nodes + 1) if already and not cluster.node_status(n)]
+            info = cluster.start(progress=progress)
     except BrokerError as exc:
         fail(str(exc))
     verb = "already running" if already else f"started in {info.start_seconds:.1f} s"
-    out.print(f"Kafka {info.kafka_version} broker {verb} on {info.bootstrap} "
-              f"(pid {info.pid}, data {info.data_dir}).")
+    if nodes == 1:
+        out.print(f"Kafka {info.kafka_version} broker {verb} on {info.bootstrap} "
+                  f"(pid {info.pid}, data {info.data_dir}).")
+    else:
+        if down:
+            verb += f" (started node{'s' if len(down) > 1 else ''} {', '.join(map(str, down))} again)"
+        out.print(f"Kafka {info.kafka_version} cluster of {info.nodes} nodes {verb} on "
+                  f"{info.bootstrap} (cluster id {info.cluster_id}, data {info.data_dir}; stop it "
+                  f"with `rollguard kafka stop --port {info.port}`).")
 
 
 @kafka_app.command("status")
-def kafka_status(port: Optional[int] = typer.Option(None, help="Only this broker's port.")) -> None:
-    """Say whether a local broker runs, and where."""
-    from rollguard.kafka.local import LocalBroker, running_brokers
+def kafka_status(port: Optional[int] = typer.Option(
+        None, help="Only this broker's port (or a port of a cluster's node).")) -> None:
+    """Say whether local brokers and clusters run, and where (each node of a cluster)."""
+    from rollguard.kafka.local import LocalBroker, LocalCluster, find_cluster, running_brokers, \
+        running_clusters
 
-    brokers = [b for b in [LocalBroker(port=port).status()] if b] if port else running_brokers()
-    if not brokers:
+    if port:
+        cluster = find_cluster(port)
+        clusters = [cluster.status()] if cluster else []
+        brokers = [b for b in [LocalBroker(port=port).status()] if b and b.cluster_port is None]
+    else:
+        clusters = running_clusters()
+        brokers = [b for b in running_brokers() if b.cluster_port is None]
+    clusters = [c for c in clusters if c]
+    if not brokers and not clusters:
         out.print("No local Kafka broker is running" + (f" on port {port}." if port else "."))
         raise typer.Exit(3)
+    now = time.time()
+    for info in clusters:
+        out.print(f"Kafka {info.kafka_version} cluster of {info.nodes} nodes on {info.bootstrap} "
+                  f"(cluster id {info.cluster_id}, data {info.data_dir}):")
+        cluster = LocalCluster(port=info.port, nodes=info.nodes, data_dir=Path(info.data_dir))
+        for node in range(1, info.nodes + 1):
+            broker = cluster.node_status(node)
+            where = f"  node {node} on 127.0.0.1:{info.port + node - 1}"
+            if broker is None:
+                out.print(f"{where}: not running (start it again with `rollguard kafka start "
+                          f"--nodes {info.nodes} --port {info.port}`).")
+            else:
+                out.print(f"{where}: alive (pid {broker.pid}, up {now - broker.started_at:.0f} s, "
+                          f"log {broker.log_file}).")
     for info in brokers:
-        up = time.time() - info.started_at
         out.print(f"Kafka {info.kafka_version} broker running on {info.bootstrap} (pid {info.pid}, "
-                  f"up {up:.0f} s, data {info.data_dir}, log {info.log_file}).")
+                  f"up {now - info.started_at:.0f} s, data {info.data_dir}, log {info.log_file}).")
 
 
 @kafka_app.command("stop")
-def kafka_stop(port: int = typer.Option(9092, help="Port of the broker to stop.")) -> None:
-    """Stop a local broker cleanly."""
-    from rollguard.kafka.local import LocalBroker
+def kafka_stop(port: int = typer.Option(
+        9092, help="Port of the broker to stop (a cluster's port: all its nodes).")) -> None:
+    """Stop a local broker, or every node of a local cluster, cleanly."""
+    from rollguard.kafka.local import LocalBroker, find_cluster
 
-    if LocalBroker(port=port).stop():
+    cluster = find_cluster(port)
+    if cluster is not None:
+        cluster.stop()
+        out.print(f"Stopped the Kafka cluster of {cluster.nodes} nodes on {cluster.bootstrap}.")
+    elif LocalBroker(port=port).stop():
         out.print(f"Stopped the Kafka broker on 127.0.0.1:{port}.")
     else:
         out.print(f"No local Kafka broker was running on port {port}.")
@@ -94,19 +143,21 @@ def kafka_stop(port: int = typer.Option(9092, help="Port of the broker to stop."
 
 @kafka_app.command("logs")
 def kafka_logs(
-    port: int = typer.Option(9092, help="Port of the broker."),
+    port: int = typer.Option(9092, help="Port of the broker (or of a cluster)."),
+    node: Optional[int] = typer.Option(None, help="This node of the cluster on --port."),
     lines: int = typer.Option(50, "--lines", "-n", help="How many of the last lines to show."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
 ) -> None:
-    """Show a local broker's log."""
-    from rollguard.kafka.local import LocalBroker
+    """Show a local broker's log (a cluster's node's with --node)."""
+    from rollguard.kafka.local import BrokerError, broker_log, tail_file
 
-    broker = LocalBroker(port=port)
-    if not broker.log_file.exists():
-        fail(f"No broker log at {broker.log_file}: start one with `rollguard kafka start --port {port}`.")
-    out.print(broker.tail_log(lines), markup=False)
+    try:
+        log_file = broker_log(port, node)
+    except BrokerError as exc:
+        fail(str(exc))
+    out.print(tail_file(log_file, lines), markup=False)
     if follow:
-        with open(broker.log_file, "rb") as log:
+        with open(log_file, "rb") as log:
             log.seek(0, os.SEEK_END)
             try:
                 while True:

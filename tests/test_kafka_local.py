@@ -125,3 +125,38 @@ def test_ctrl_c_while_the_broker_boots_leaves_no_orphan(tmp_path, monkeypatch):
         broker.start()
     assert started and started[-1].poll() is not None, "the broker process was stopped"
     assert broker.status() is None
+
+
+def test_cluster_arguments_are_checked_before_anything_starts(tmp_path, monkeypatch):
+    from rollguard.kafka.local import LocalCluster
+
+    with pytest.raises(BrokerError, match="A cluster needs at least 2 nodes, not 1"):
+        LocalCluster(port=free_port(), nodes=1, home=tmp_path)
+    with pytest.raises(BrokerError, match="choose a --port from 1 to 65533"):
+        LocalCluster(port=65534, nodes=3, home=tmp_path)
+    with pytest.raises(BrokerError, match="has nodes 1 to 3, not 4"):
+        LocalCluster(port=free_port(), home=tmp_path).node(4)
+    monkeypatch.setenv("ROLLGUARD_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["kafka", "start", "--nodes", "0"])
+    assert result.exit_code == 2 and "--nodes" in result.output
+    result = CliRunner().invoke(app, ["kafka", "start", "--nodes", "3", "--port", "65534"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "choose a --port from 1 to 65533" in result.output
+
+
+def test_cli_logs_of_a_node_that_never_ran_says_how_to_start_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROLLGUARD_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["kafka", "logs", "--port", "39092", "--node", "2"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "start one with `rollguard kafka start --nodes 3 --port 39092`" in result.output
+
+
+def test_a_data_dir_of_three_nodes_is_not_started_as_another_count(tmp_path):
+    from rollguard.kafka.local import LocalCluster
+
+    data = tmp_path / "data"
+    first = LocalCluster(port=free_port(), nodes=3, data_dir=data, home=tmp_path)
+    cluster_id = first._cluster_id_of_data()
+    assert first._cluster_id_of_data() == cluster_id, "the same data dir keeps its cluster id"
+    with pytest.raises(BrokerError, match="holds a cluster of 3 nodes, not 5: start it with --nodes 3"):
+        LocalCluster(port=first.port, nodes=5, data_dir=data, home=tmp_path).start()

@@ -1,16 +1,21 @@
-"""A single-node Apache Kafka broker (KRaft) run from Maven Central's jars, no Docker needed.
+"""Local Apache Kafka (KRaft) run from Maven Central's jars, no Docker needed: one broker, or
+a cluster of several.
 
 ``rollguard kafka start`` resolves ``org.apache.kafka:kafka_2.13`` once with Maven and the
 ``pom.xml`` beside this file, caches the jars under rollguard's cache directory, formats the
 storage and starts the broker on 127.0.0.1. It returns once a client's metadata request
-succeeds. Every failure is a :class:`BrokerError` whose message is one sentence saying what
-to do (plus the broker's last log lines when it died).
+succeeds. ``rollguard kafka start --nodes 3`` starts a :class:`LocalCluster` instead: three
+brokers (each also a controller of one static quorum) on ports P, P+1 and P+2, which
+replicate every partition three times. Every failure is a :class:`BrokerError` whose message
+is one sentence saying what to do (plus the broker's last log lines when it died).
 
 >>> broker = LocalBroker(port=19092, home=Path("/tmp/rg-doc"))
 >>> broker.bootstrap
 '127.0.0.1:19092'
 >>> broker.data_dir.name
 'broker-19092'
+>>> LocalCluster(port=19092, home=Path("/tmp/rg-doc")).bootstrap
+'127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094'
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -32,12 +38,14 @@ KAFKA_VERSION = "4.1.1"  # keep equal to <kafka.version> in pom.xml
 MIN_JAVA = 17
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
+SYNC_TIMEOUT_S = 60.0
+CLUSTER_HEAP = "384m"  # per node: three JVMs share a small machine
 
 _SERVER_PROPERTIES = """\
-# written by rollguard: a single-node KRaft broker on loopback
+# written by rollguard: a KRaft broker and controller on loopback
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -152,7 +160,7 @@ def java_executable() -> str:
 
 @dataclass(frozen=True)
 class BrokerInfo:
-    """What ``rollguard kafka status`` reports about a running local broker."""
+    """What ``rollguard kafka status`` reports about a running local broker (or cluster node)."""
 
     pid: int
     port: int
@@ -162,25 +170,54 @@ class BrokerInfo:
     started_at: float
     start_seconds: float
     kafka_version: str = KAFKA_VERSION
+    node_id: int = 1
+    cluster_port: int | None = None  # the port of its LocalCluster; None for a lone broker
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
 
+@dataclass(frozen=True)
+class _Boot:
+    """A broker ready to run: its command line and the controller port it will listen on."""
+
+    command: tuple[str, ...]
+    controller_port: int
+
+
 @dataclass
 class LocalBroker:
-    """One local single-node KRaft broker, identified by its port.
+    """One local KRaft broker (and controller), identified by its port.
+
+    Alone (the default) it is a single-node cluster: node 1, the only voter of its controller
+    quorum, on a controller port chosen at each start. As a node of a :class:`LocalCluster` it
+    is given its ``node_id``, a fixed ``controller_port``, the quorum's ``voters`` and the
+    cluster's ``properties`` (they override the lone broker's), and knows its ``cluster_port``.
 
     ``home`` holds the jar cache (``kafka-<version>/libs``) and, unless ``data_dir`` is
     given, the broker's storage (``broker-<port>``). A state file in ``home/run`` lets
     ``status``, ``stop`` and ``logs`` find the broker from another process.
+
+    >>> node = LocalBroker(port=19093, home=Path("/tmp/rg-doc"), node_id=2,
+    ...                    controller_port=19193, voters="1@127.0.0.1:19192,2@127.0.0.1:19193",
+    ...                    properties={"min.insync.replicas": "2"}, cluster_port=19092)
+    >>> [line for line in node.server_properties().splitlines()
+    ...  if line.startswith(("node.id", "controller.quorum", "min.insync", "listeners"))]
+    ['node.id=2', 'controller.quorum.voters=1@127.0.0.1:19192,2@127.0.0.1:19193', 'listeners=PLAINTEXT://127.0.0.1:19093,CONTROLLER://127.0.0.1:19193', 'min.insync.replicas=2']
+    >>> node.title
+    'Node 2 of the Kafka cluster on port 19092'
     """
 
     port: int = 9092
     data_dir: Path = None  # type: ignore[assignment]
     home: Path = field(default_factory=rollguard_home)
     heap: str = "512m"
+    node_id: int = 1
+    controller_port: int | None = None  # None: a free port at each start
+    voters: str | None = None  # controller.quorum.voters; None: this node alone
+    properties: dict[str, str] = field(default_factory=dict)
+    cluster_port: int | None = None
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)
@@ -194,6 +231,13 @@ class LocalBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def title(self) -> str:
+        """How messages name this broker."""
+        if self.cluster_port is None:
+            return "The Kafka broker"
+        return f"Node {self.node_id} of the Kafka cluster on port {self.cluster_port}"
+
+    @property
     def jars_dir(self) -> Path:
         return self.home / f"kafka-{KAFKA_VERSION}" / "libs"
 
@@ -204,6 +248,14 @@ class LocalBroker:
     @property
     def state_file(self) -> Path:
         return self.home / "run" / f"broker-{self.port}.json"
+
+    def server_properties(self, controller_port: int | None = None) -> str:
+        """This broker's ``server.properties``: the lone broker's settings, then ``properties``."""
+        controller_port = controller_port or self.controller_port
+        text = _SERVER_PROPERTIES.format(
+            node_id=self.node_id, voters=self.voters or f"{self.node_id}@127.0.0.1:{controller_port}",
+            port=self.port, controller_port=controller_port, log_dir=self.data_dir / "kraft")
+        return _with_properties(text, self.properties)
 
     # -- jars -----------------------------------------------------------------------
     def jars_cached(self) -> bool:
@@ -260,6 +312,19 @@ class LocalBroker:
         if running is not None:
             return running
         began = time.monotonic()
+        boot = self._prepare(progress)
+        proc = self._launch(boot)
+        try:
+            _await([(self, proc)], lambda: _metadata_ok(self.bootstrap), timeout,
+                   f"{self.title} did not answer a metadata request")
+        except BaseException:  # an error or Ctrl-C while waiting: leave no orphan broker
+            _terminate([proc.pid], STOP_TIMEOUT_S)
+            raise
+        return self._record(boot, proc, began)
+
+    def _prepare(self, progress=print, cluster_id: str | None = None) -> _Boot:
+        """Check Java, the ports and the jars, write the configuration and format the storage
+        (with ``cluster_id``, else a new one) unless it is formatted already."""
         java = java_executable()
         if not port_is_free(self.port):
             raise BrokerError(
@@ -267,12 +332,16 @@ class LocalBroker:
                 "or choose another port with --port."
             )
         jars = self.ensure_jars(progress)
-        controller_port = free_port()
+        controller_port = self.controller_port or free_port()
+        if self.controller_port and not port_is_free(controller_port):
+            raise BrokerError(
+                f"Controller port {controller_port} of node {self.node_id} is already in use by "
+                f"another program: stop it, or stop the cluster (`rollguard kafka stop --port "
+                f"{self.cluster_port}`) and start it again on new controller ports.")
         log_dir = self.data_dir / "kraft"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text(_SERVER_PROPERTIES.format(
-            port=self.port, controller_port=controller_port, log_dir=log_dir))
+        props.write_text(self.server_properties(controller_port))
         log4j = self.data_dir / "log4j2.yaml"
         log4j.write_text(_LOG4J2)
         classpath = f"{jars}/*"
@@ -280,7 +349,7 @@ class LocalBroker:
         if not (log_dir / "meta.properties").exists():
             fmt = subprocess.run(
                 base_cmd + ["kafka.tools.StorageTool", "format", "--ignore-formatted",
-                            "-t", _cluster_id(), "-c", str(props)],
+                            "-t", cluster_id or _cluster_id(), "-c", str(props)],
                 capture_output=True, text=True, timeout=120,
             )
             if fmt.returncode != 0:
@@ -288,68 +357,341 @@ class LocalBroker:
                 raise BrokerError(
                     f"Formatting the broker's storage in {log_dir} failed: remove that "
                     f"directory or pass another --data-dir (the tool said:)\n{tail}")
+        command = (base_cmd[:1] + [f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+                                   "-Djava.awt.headless=true"] + base_cmd[1:]
+                   + ["kafka.Kafka", str(props)])
+        return _Boot(tuple(command), controller_port)
+
+    def _launch(self, boot: _Boot) -> subprocess.Popen:
         with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
-                base_cmd[:1] + [f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
-                                "-Djava.awt.headless=true"] + base_cmd[1:]
-                + ["kafka.Kafka", str(props)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.data_dir,
+            return subprocess.Popen(
+                list(boot.command), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.data_dir,
             )
-        try:
-            self._wait_ready(proc, timeout)
-        except BaseException:  # an error or Ctrl-C while waiting: leave no orphan broker
-            _terminate(proc.pid, STOP_TIMEOUT_S)
-            raise
+
+    def _record(self, boot: _Boot, proc: subprocess.Popen, began: float) -> BrokerInfo:
         info = BrokerInfo(
-            pid=proc.pid, port=self.port, controller_port=controller_port,
+            pid=proc.pid, port=self.port, controller_port=boot.controller_port,
             data_dir=str(self.data_dir), log_file=str(self.log_file),
             started_at=time.time(), start_seconds=round(time.monotonic() - began, 2),
+            node_id=self.node_id, cluster_port=self.cluster_port,
         )
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(info.__dict__, indent=2))
         return info
-
-    def _wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            code = proc.poll()
-            if code is not None:
-                raise BrokerError(
-                    f"The Kafka broker exited during start with code {code}: read its log "
-                    f"({self.log_file}); its last lines are:\n{self.tail_log(20)}")
-            if _metadata_ok(self.bootstrap):
-                return
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"The Kafka broker did not answer a metadata request within {timeout:.0f} s "
-                    f"and was stopped: read its log ({self.log_file}); its last lines are:\n"
-                    f"{self.tail_log(20)}")
-            time.sleep(0.2)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""
         info = self.status()
         if info is None:
             return False
-        _terminate(info.pid, timeout)
+        _terminate([info.pid], timeout)
         self.state_file.unlink(missing_ok=True)
         return True
 
     def tail_log(self, lines: int = 50) -> str:
+        return tail_file(self.log_file, lines)
+
+
+def cluster_properties(nodes: int) -> dict[str, str]:
+    """What every node of a ``nodes``-node cluster sets on top of the lone broker's settings:
+    three replicas of each partition (internal topics too; fewer on fewer nodes), of which
+    writes with acks=all need all but one in sync.
+
+    >>> props = cluster_properties(3)
+    >>> props["default.replication.factor"], props["min.insync.replicas"]
+    ('3', '2')
+    >>> cluster_properties(2)["transaction.state.log.min.isr"]
+    '1'
+    """
+    replicas = min(3, nodes)
+    in_sync = max(1, replicas - 1)
+    return {
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(in_sync),
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(in_sync),
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": str(in_sync),
+    }
+
+
+class _ClientPorts:
+    """The client ports of a cluster whose ``nodes`` nodes listen from ``port`` on."""
+
+    port: int
+    nodes: int
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(range(self.port, self.port + self.nodes))
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+
+@dataclass(frozen=True)
+class ClusterInfo(_ClientPorts):
+    """What ``rollguard kafka status`` reports about a local cluster as a whole.
+
+    >>> info = ClusterInfo(port=19092, nodes=3, cluster_id="x", controller_ports=[29092, 29093, 29094],
+    ...                    data_dir="/tmp/c", started_at=0.0, start_seconds=0.0)
+    >>> info.ports
+    (19092, 19093, 19094)
+    >>> info.voters
+    '1@127.0.0.1:29092,2@127.0.0.1:29093,3@127.0.0.1:29094'
+    """
+
+    port: int
+    nodes: int
+    cluster_id: str
+    controller_ports: tuple[int, ...]
+    data_dir: str
+    started_at: float
+    start_seconds: float
+    kafka_version: str = KAFKA_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "controller_ports", tuple(self.controller_ports))
+
+    @property
+    def voters(self) -> str:
+        """``controller.quorum.voters``: every node, by id, at its controller port."""
+        return ",".join(f"{node}@127.0.0.1:{port}"
+                        for node, port in enumerate(self.controller_ports, start=1))
+
+
+@dataclass
+class LocalCluster(_ClientPorts):
+    """Several local KRaft nodes as one cluster, identified by its first node's port.
+
+    Node ``i`` (1 to ``nodes``) is a :class:`LocalBroker` listening for clients on
+    ``port + i - 1``, broker and voter of one static controller quorum of all the nodes, with
+    its data in ``data_dir/node-<i>`` (default ``home/cluster-<port>``). Every partition has
+    three replicas and acks=all writes need two in sync (:func:`cluster_properties`), so the
+    cluster keeps working when one node of three is lost. A state file
+    ``home/run/cluster-<port>.json``, beside each node's own, lets ``status`` and ``stop`` find
+    it from another process; starting it again on the same data restarts the same cluster.
+
+    For tests of failures: :meth:`kill` (SIGKILL, no goodbye), :meth:`stop_node` (SIGTERM),
+    :meth:`restart` (back in sync) and :meth:`rolling_restart`. Kafka creates its internal
+    topics (``__consumer_offsets``, ``__transaction_state``) with three replicas on their first
+    use: use a consumer group and a transaction once while all nodes run, before losing one.
+
+    >>> cluster = LocalCluster(port=19092, home=Path("/tmp/rg-doc"))
+    >>> cluster.ports, cluster.data_dir.name, cluster.node(2).data_dir.name, cluster.node(2).bootstrap
+    ((19092, 19093, 19094), 'cluster-19092', 'node-2', '127.0.0.1:19093')
+    """
+
+    port: int = 9092
+    nodes: int = 3
+    data_dir: Path = None  # type: ignore[assignment]
+    home: Path = field(default_factory=rollguard_home)
+    heap: str = CLUSTER_HEAP
+
+    def __post_init__(self) -> None:
+        if self.nodes < 2:
+            raise BrokerError(
+                f"A cluster needs at least 2 nodes, not {self.nodes}: start a single broker "
+                "with `rollguard kafka start` (without --nodes) instead.")
+        if self.port < 1 or self.port + self.nodes - 1 > 65535:
+            raise BrokerError(
+                f"A {self.nodes}-node cluster needs ports {self.port} to "
+                f"{self.port + self.nodes - 1}: choose a --port from 1 to {65536 - self.nodes}.")
+        self.home = Path(self.home)
+        if self.data_dir is None:
+            self.data_dir = self.home / f"cluster-{self.port}"
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+
+    # -- places ---------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.home / "run" / f"cluster-{self.port}.json"
+
+    def node(self, node: int, info: ClusterInfo | None = None) -> LocalBroker:
+        """Node ``node`` (1-based) as a LocalBroker; given the running cluster's ``info``, it
+        can start in that quorum (on that cluster's data dir)."""
+        if not 1 <= node <= self.nodes:
+            raise BrokerError(
+                f"The Kafka cluster on port {self.port} has nodes 1 to {self.nodes}, not "
+                f"{node}: name one of those.")
+        data_dir = Path(info.data_dir) if info else self.data_dir
+        return LocalBroker(
+            port=self.port + node - 1, data_dir=data_dir / f"node-{node}", home=self.home,
+            heap=self.heap, node_id=node,
+            controller_port=info.controller_ports[node - 1] if info else None,
+            voters=info.voters if info else None,
+            properties=cluster_properties(self.nodes), cluster_port=self.port)
+
+    # -- lifecycle ------------------------------------------------------------------
+    def status(self) -> ClusterInfo | None:
+        """The cluster on this port while any node of it runs, else None (its stale state
+        file is removed)."""
         try:
-            with open(self.log_file, "rb") as log:
-                log.seek(0, os.SEEK_END)
-                size = log.tell()
-                log.seek(max(0, size - 256 * 1024))
-                text = log.read().decode("utf-8", "replace")
-        except OSError:
-            return "(no log written)"
-        return "\n".join(text.splitlines()[-lines:])
+            info = ClusterInfo(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if any(self.node_status(node) for node in range(1, info.nodes + 1)):
+            return info
+        self.state_file.unlink(missing_ok=True)
+        return None
+
+    def node_status(self, node: int) -> BrokerInfo | None:
+        """Node ``node`` of this cluster if it runs, else None."""
+        info = LocalBroker(port=self.port + node - 1, home=self.home).status()
+        return info if info is not None and info.cluster_port == self.port else None
+
+    def start(self, timeout: float = START_TIMEOUT_S, progress=print) -> ClusterInfo:
+        """Start all nodes side by side and return once a metadata request to each lists them
+        all; if the cluster runs, start only its nodes that are down and return it."""
+        began = time.monotonic()
+        info = self.status()
+        if info is not None:
+            if info.nodes != self.nodes:
+                raise BrokerError(
+                    f"The Kafka cluster on port {self.port} runs {info.nodes} nodes, not "
+                    f"{self.nodes}: stop it with `rollguard kafka stop --port {self.port}` first.")
+            down = [node for node in range(1, self.nodes + 1) if self.node_status(node) is None]
+            if down:
+                self._boot(down, info, timeout, progress)
+            return info
+        for port in self.ports:
+            other = LocalBroker(port=port, home=self.home).status()
+            if other is not None:
+                owner = other.cluster_port or other.port
+                what = "cluster" if other.cluster_port else "broker"
+                raise BrokerError(
+                    f"Port {port} is used by the local Kafka {what} on port {owner}: stop it "
+                    f"with `rollguard kafka stop --port {owner}` or choose another --port.")
+        info = ClusterInfo(
+            port=self.port, nodes=self.nodes, cluster_id=self._cluster_id_of_data(),
+            controller_ports=_free_ports(self.nodes, avoid=self.ports),
+            data_dir=str(self.data_dir), started_at=time.time(), start_seconds=0.0)
+        self._boot(list(range(1, self.nodes + 1)), info, timeout, progress)
+        info = replace(info, start_seconds=round(time.monotonic() - began, 2))
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(info.__dict__, indent=2))
+        return info
+
+    def _cluster_id_of_data(self) -> str:
+        """The id the data dir's nodes are formatted with; a new one (recorded) for a new dir."""
+        record = self.data_dir / "cluster.json"
+        try:
+            saved = json.loads(record.read_text())
+        except FileNotFoundError:
+            saved = None
+        except (OSError, ValueError):
+            saved = {}
+        if saved is not None:
+            if not isinstance(saved, dict) or not saved.get("cluster_id"):
+                raise BrokerError(
+                    f"{record} is unreadable: remove {self.data_dir} or pass another --data-dir.")
+            if saved.get("nodes") != self.nodes:
+                raise BrokerError(
+                    f"{self.data_dir} holds a cluster of {saved.get('nodes')} nodes, not "
+                    f"{self.nodes}: start it with --nodes {saved.get('nodes')} or pass another "
+                    "--data-dir.")
+            return saved["cluster_id"]
+        cluster_id = _cluster_id()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"cluster_id": cluster_id, "nodes": self.nodes}))
+        return cluster_id
+
+    def _boot(self, nodes: list[int], info: ClusterInfo, timeout: float, progress) -> None:
+        """Start ``nodes`` side by side in ``info``'s quorum; return once each lists all nodes."""
+        began = time.monotonic()
+        brokers = [self.node(node, info) for node in nodes]
+        brokers[0].ensure_jars(progress)  # once, before the nodes prepare side by side
+        with ThreadPoolExecutor(len(brokers)) as pool:
+            boots = list(pool.map(lambda b: b._prepare(progress, info.cluster_id), brokers))
+        started: list[tuple[LocalBroker, subprocess.Popen]] = []
+        late = (f"The Kafka cluster on port {self.port} did not list its {self.nodes} brokers"
+                if len(brokers) > 1 else
+                f"{brokers[0].title} did not answer a metadata request listing all "
+                f"{self.nodes} brokers")
+        try:
+            for broker, boot in zip(brokers, boots):
+                started.append((broker, broker._launch(boot)))
+            _await(started, lambda: all(_brokers_listed(b.bootstrap) == self.nodes
+                                        for b in brokers), timeout, late)
+        except BaseException:  # an error or Ctrl-C while waiting: leave no orphan node
+            _terminate([proc.pid for _, proc in started], STOP_TIMEOUT_S)
+            raise
+        for (broker, proc), boot in zip(started, boots):
+            broker._record(boot, proc, began)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Stop every node side by side (SIGTERM, then SIGKILL after ``timeout``); False if
+        none ran."""
+        info = self.status()
+        nodes = info.nodes if info else self.nodes
+        running = [b for b in map(self.node_status, range(1, nodes + 1)) if b is not None]
+        _terminate([b.pid for b in running], timeout)
+        for broker in running:
+            LocalBroker(port=broker.port, home=self.home).state_file.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
+        return info is not None or bool(running)
+
+    def stop_node(self, node: int, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Stop node ``node`` cleanly (SIGTERM: it hands its leaderships over first); False if
+        it was not running."""
+        return self.node(node).stop(timeout)
+
+    def kill(self, node: int) -> BrokerInfo:
+        """SIGKILL node ``node``'s JVM, as a crash would (no goodbye to the cluster); return
+        what it was, once it is gone."""
+        broker = self.node(node)
+        info = self.node_status(node)
+        if info is None:
+            raise BrokerError(
+                f"{broker.title} is not running: start it again with restart({node}) first.")
+        _terminate([info.pid], STOP_TIMEOUT_S, signal.SIGKILL)
+        broker.state_file.unlink(missing_ok=True)
+        return info
+
+    def restart(self, node: int, timeout: float = START_TIMEOUT_S,
+                sync_timeout: float = SYNC_TIMEOUT_S) -> BrokerInfo:
+        """Stop node ``node`` cleanly if it runs, start it again on its own data and ports, and
+        return once it answers metadata listing all nodes and no partition is under-replicated."""
+        info = self.status()
+        if info is None:
+            raise BrokerError(
+                f"No Kafka cluster runs on port {self.port}: start it with `rollguard kafka "
+                f"start --nodes {self.nodes} --port {self.port}`.")
+        self.node(node)  # a node that does not exist is an error before anything stops
+        self.stop_node(node)
+        self._boot([node], info, timeout, progress=lambda line: None)
+        self.wait_in_sync(sync_timeout)
+        return self.node_status(node)  # type: ignore[return-value]
+
+    def rolling_restart(self, timeout: float = START_TIMEOUT_S,
+                        sync_timeout: float = SYNC_TIMEOUT_S) -> None:
+        """Restart the nodes one after another, each once the cluster is back in sync."""
+        self.wait_in_sync(sync_timeout)
+        for node in range(1, self.nodes + 1):
+            self.restart(node, timeout, sync_timeout)
+
+    def wait_in_sync(self, timeout: float = SYNC_TIMEOUT_S) -> None:
+        """Return once a metadata request lists all nodes and no partition is under-replicated
+        (every replica of every partition, internal topics included, is in its ISR)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lagging = _under_replicated(self.bootstrap, self.nodes)
+            if lagging == 0:
+                return
+            if time.monotonic() > deadline:
+                what = (f"did not list its {self.nodes} brokers" if lagging is None else
+                        f"still had {lagging} under-replicated partitions")
+                raise BrokerError(
+                    f"The Kafka cluster on port {self.port} {what} after {timeout:.0f} s: read "
+                    f"its nodes' logs ({self.data_dir}/node-*/broker.log).")
+            time.sleep(0.25)
 
 
 def running_brokers(home: Path | None = None) -> list[BrokerInfo]:
-    """Every local broker started through rollguard that still runs."""
+    """Every local broker started through rollguard that still runs (cluster nodes too)."""
     home = Path(home) if home else rollguard_home()
     found = []
     for state in sorted((home / "run").glob("broker-*.json")):
@@ -358,6 +700,137 @@ def running_brokers(home: Path | None = None) -> list[BrokerInfo]:
         if info is not None:
             found.append(info)
     return found
+
+
+def running_clusters(home: Path | None = None) -> list[ClusterInfo]:
+    """Every local cluster started through rollguard of which a node still runs."""
+    home = Path(home) if home else rollguard_home()
+    found = []
+    for state in sorted((home / "run").glob("cluster-*.json")):
+        info = LocalCluster(port=int(state.stem.split("-", 1)[1]), home=home).status()
+        if info is not None:
+            found.append(info)
+    return found
+
+
+def find_cluster(port: int, home: Path | None = None) -> LocalCluster | None:
+    """The running local cluster one of whose nodes has ``port``, or None."""
+    home = Path(home) if home else rollguard_home()
+    for info in running_clusters(home):
+        if port in info.ports:
+            return LocalCluster(port=info.port, nodes=info.nodes, data_dir=Path(info.data_dir),
+                                home=home)
+    return None
+
+
+def broker_log(port: int, node: int | None = None, home: Path | None = None) -> Path:
+    """The log of the broker on ``port`` or, given ``node``, of that node of the cluster on
+    ``port``: a running one's, else the one in the default data dir."""
+    home = Path(home) if home else rollguard_home()
+    cluster = find_cluster(port, home)
+    if cluster is not None:
+        return cluster.node(node or port - cluster.port + 1).log_file
+    how = f"rollguard kafka start --port {port}"
+    if node is not None:
+        places = [LocalCluster(port=port, nodes=max(3, node), home=home).node(node).log_file]
+        how = f"rollguard kafka start --nodes {max(3, node)} --port {port}"
+    else:
+        info = LocalBroker(port=port, home=home).status()
+        places = [Path(info.log_file)] if info else []
+        places += [LocalBroker(port=port, home=home).log_file,
+                   LocalCluster(port=port, home=home).node(1).log_file]
+    for place in places:
+        if place.exists():
+            return place
+    raise BrokerError(f"No broker log at {places[0]}: start one with `{how}`.")
+
+
+def tail_file(path: Path, lines: int = 50) -> str:
+    """The last ``lines`` lines of a log file (of its last 256 KiB), or a note that there is none."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            size = log.tell()
+            log.seek(max(0, size - 256 * 1024))
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log written)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def free_port_run(count: int) -> int:
+    """A port P such that P to P+count-1 on loopback are all free right now.
+
+    >>> first = free_port_run(3)
+    >>> all(port_is_free(port) for port in range(first, first + 3))
+    True
+    """
+    while True:
+        first = free_port()
+        if first + count - 1 <= 65535 and all(
+                port_is_free(port) for port in range(first, first + count)):
+            return first
+
+
+def _free_ports(count: int, avoid: tuple[int, ...] = ()) -> list[int]:
+    """``count`` different ports on loopback, free right now, none of them in ``avoid``."""
+    held: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            if sock.getsockname()[1] not in avoid:
+                ports.append(sock.getsockname()[1])
+        return ports
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _with_properties(text: str, properties: dict[str, str]) -> str:
+    """``text`` (a properties file) with each of ``properties`` set: in place, else appended.
+
+    >>> print(_with_properties("a=1\\nb=2\\n", {"b": "3", "c": "4"}), end="")
+    a=1
+    b=3
+    c=4
+    """
+    left = dict(properties)
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip()
+        lines.append(f"{key}={left.pop(key)}" if not line.startswith("#") and key in left else line)
+    return "\n".join(lines + [f"{key}={value}" for key, value in left.items()]) + "\n"
+
+
+def _await(started: list[tuple[LocalBroker, subprocess.Popen]], ready, timeout: float,
+           late: str) -> None:
+    """Wait until ``ready()``. A broker of ``started`` that exits, or ``timeout``, is a
+    BrokerError whose sentence begins with the broker's title, or with ``late``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for broker, proc in started:
+            code = proc.poll()
+            if code is not None:
+                raise BrokerError(
+                    f"{broker.title} exited during start with code {code}: read its log "
+                    f"({broker.log_file}); its last lines are:\n{broker.tail_log(20)}")
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            if len(started) == 1:
+                broker = started[0][0]
+                raise BrokerError(
+                    f"{late} within {timeout:.0f} s and was stopped: read its log "
+                    f"({broker.log_file}); its last lines are:\n{broker.tail_log(20)}")
+            tails = "\n".join(f"== {broker.log_file}\n{broker.tail_log(8)}"
+                              for broker, _ in started)
+            raise BrokerError(
+                f"{late} within {timeout:.0f} s and was stopped: read its nodes' logs; "
+                f"their last lines are:\n{tails}")
+        time.sleep(0.2)
 
 
 def _cluster_id() -> str:
@@ -377,34 +850,60 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def _metadata_ok(bootstrap: str) -> bool:
+def _metadata(bootstrap: str):
+    """A fresh client's metadata (confluent-kafka's ClusterMetadata), or None if none came."""
     from confluent_kafka.admin import AdminClient
 
     from rollguard.kafka.clients import client_config
 
     admin = AdminClient(client_config(bootstrap, **{"socket.connection.setup.timeout.ms": 1000}))
     try:
-        admin.list_topics(timeout=1.0)
+        return admin.list_topics(timeout=1.0)
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
-        return False
-    return True
+        return None
 
 
-def _terminate(pid: int, timeout: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _metadata_ok(bootstrap: str) -> bool:
+    return _metadata(bootstrap) is not None
+
+
+def _brokers_listed(bootstrap: str) -> int:
+    """How many brokers a metadata request to ``bootstrap`` lists (0 without an answer)."""
+    metadata = _metadata(bootstrap)
+    return len(metadata.brokers) if metadata is not None else 0
+
+
+def _under_replicated(bootstrap: str, brokers: int) -> int | None:
+    """How many partitions lack a replica in their ISR (or a leader); None unless a metadata
+    request answers and lists ``brokers`` brokers."""
+    metadata = _metadata(bootstrap)
+    if metadata is None or len(metadata.brokers) < brokers:
+        return None
+    return sum(1 for topic in metadata.topics.values() for part in topic.partitions.values()
+               if part.error is not None or len(part.isrs) < len(part.replicas))
+
+
+def _terminate(pids: list[int], timeout: float, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the process groups of ``pids`` at once and wait until they are gone;
+    SIGKILL any left after ``timeout``."""
+    for pid in pids:
         try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
             pass
-        if not _pid_alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    left = list(pids)
+    deadline = time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        left = [pid for pid in left if _pid_alive(pid)]
+        if left:
+            time.sleep(0.1)
+    for pid in left:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
