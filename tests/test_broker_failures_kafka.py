@@ -236,3 +236,128 @@ def test_a_fenced_worker_exits_with_one_sentence(kafka_bootstrap, topic_prefix, 
     assert f"The checkpoint of {app_id}-join-0 failed" in line, line
     assert line.endswith("resumes from its last checkpoint."), line
     assert "Traceback" not in worker.log_text()
+
+
+# -- a three-broker cluster: RF 3, min.insync.replicas 2 -------------------------------------
+
+class RouterWatch:
+    """A Router on the cluster, asked for a route every few ms from another thread, as a
+    model service would; records whether it ever failed or fell back to fail-safe."""
+
+    def __init__(self, bootstrap: str, names: TopicNames) -> None:
+        from rollguard.serving import Router
+
+        self.router = Router(bootstrap, experiments={"better": "m:1", "equal": "m:1"},
+                             topic_prefix=names.prefix).start()
+        self.routes = 0
+        self.errors: list[str] = []
+        self.failed_safe = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._ask, daemon=True)
+        self._thread.start()
+
+    def _ask(self) -> None:
+        i = 0
+        while not self._stop.wait(0.005):
+            i += 1
+            try:
+                for name in ("better", "equal"):
+                    self.router.route(name, f"unit-{i % 97}")
+                self.routes += 1
+            except Exception as exc:  # noqa: BLE001 - the test reports any failure
+                self.errors.append(repr(exc))
+            self.failed_safe |= self.router.failed_safe
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.router.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from rollguard.kafka.local import LocalCluster, free_port_run
+
+    local = LocalCluster(port=free_port_run(3), nodes=3,
+                         data_dir=tmp_path_factory.mktemp("cluster"), home=rollguard_home())
+    local.start(progress=lambda line: None)
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def group_coordinator(bootstrap: str, group: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+    return future.result().coordinator.id
+
+
+def run_on_cluster(cluster, tmp_path, disturb) -> tuple[WorkerProcess, RouterWatch]:
+    """The broker-restart scenario on the cluster: ``disturb(cluster, app_id)`` runs while the
+    second half of the stream is produced; then the worker must settle on replay's figures."""
+    bootstrap, names = cluster.bootstrap, TopicNames(f"t{uuid.uuid4().hex[:8]}.")
+    path = tmp_path / "experiments.yaml"
+    path.write_text(EXPERIMENTS)
+    events = traffic(1350)
+    replay, expected = replay_of(load_experiments(path), events)
+    offline = {name: ev.snapshot()["statistics"] for name, ev in replay.evaluators.items()}
+    create_contract_topics(bootstrap, names, partitions=3)
+    app_id, data_dir = f"app-{uuid.uuid4().hex[:6]}", tmp_path / "data"
+    worker = WorkerProcess(bootstrap, path, names.prefix, app_id, data_dir,
+                           tmp_path / "worker.log")
+    producer = PacedProducer(bootstrap, names, rate=600.0)
+    watch = RouterWatch(bootstrap, names)
+    half = len(events) // 2
+    try:
+        with worker:
+            wait_working(data_dir, app_id)
+            producer.produce(events[:half])
+            feeding = threading.Thread(target=producer.produce, args=(events[half:],))
+            feeding.start()
+            disturb(cluster, app_id)
+            feeding.join()
+            producer.flush()
+
+            def settled():
+                snap = latest_json(bootstrap, names.stats)
+                return all(snap.get(name, {}).get("statistics", {}).get("records")
+                           == offline[name]["records"] for name in offline)
+            wait_for(settled, timeout=120)
+            wait_for(lambda: len(control_events(bootstrap, names)) >= len(expected), 30)
+            assert worker.alive(), "the worker went on"
+            assert health(data_dir, app_id).returncode == 0
+            assert worker.stop() == 0, worker.log_text()[-3000:]
+        time.sleep(1.0)  # the Router reads the last decisions
+    finally:
+        watch.close()
+    live = latest_json(bootstrap, names.stats)
+    for name in offline:  # every outcome counted exactly once
+        assert_statistics_equal(live[name]["statistics"], offline[name])
+    assert_same_control(control_events(bootstrap, names), expected)  # each published once
+    # the Router kept routing from its last state throughout, and followed every decision
+    assert watch.errors == [] and watch.routes > 100 and not watch.failed_safe
+    final = {e["experiment"]: e for e in expected}
+    for name, event in final.items():
+        assert watch.router.state(name).seq == event["seq"]
+    return worker, watch
+
+
+def test_losing_a_broker_of_three_mid_stream_loses_nothing_and_stops_nothing(cluster, tmp_path):
+    killed = []
+
+    def kill_the_coordinator(cluster, app_id):
+        time.sleep(1.0)
+        node = group_coordinator(cluster.bootstrap, app_id)  # the consumer group's, for spite
+        cluster.kill(node)
+        killed.append(node)
+
+    run_on_cluster(cluster, tmp_path, kill_the_coordinator)
+    assert killed
+    cluster.restart(killed[0])  # whole again for the next test
+
+
+def test_a_rolling_restart_of_the_three_brokers_is_survived(cluster, tmp_path):
+    run_on_cluster(cluster, tmp_path, lambda cluster, app_id: cluster.rolling_restart())

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from rollguard.cli import app
 from rollguard.kafka.clients import client_config
-from rollguard.kafka.local import LocalCluster, _pid_alive, free_port_run, rollguard_home
+from rollguard.kafka.local import LocalCluster, free_port_run, rollguard_home
+from rollguard.processes import pid_alive
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -159,7 +160,7 @@ def test_transactions_survive_a_killed_node_and_the_node_rejoins_in_sync(cluster
     meta = cluster.node(victim).data_dir / "kraft" / "meta.properties"
     formatted = meta.read_text()
     killed = cluster.kill(victim)
-    assert not _pid_alive(killed.pid) and cluster.node_status(victim) is None
+    assert not pid_alive(killed.pid) and cluster.node_status(victim) is None
     status = _cli("status")
     assert f"node {victim} on 127.0.0.1:{killed.port}: not running" in status.output
 
@@ -172,7 +173,7 @@ def test_transactions_survive_a_killed_node_and_the_node_rejoins_in_sync(cluster
     assert parts[0].leader != victim
 
     back = cluster.restart(victim)
-    assert back.node_id == victim and back.pid != killed.pid and _pid_alive(back.pid)
+    assert back.node_id == victim and back.pid != killed.pid and pid_alive(back.pid)
     assert all(sorted(p.isrs) == [1, 2, 3] for p in _partitions(cluster.bootstrap, topic).values())
     assert len(_admin(killed.bootstrap).list_topics(timeout=10).brokers) == 3
     assert meta.read_text() == formatted, "the node came back on its own data, not reformatted"
@@ -183,7 +184,7 @@ def test_stop_leaves_no_process_and_a_start_on_the_same_data_is_the_same_cluster
     pids = [cluster.node_status(node).pid for node in (1, 2, 3)]
     stopped = _cli("stop", "--port", str(cluster.port))
     assert stopped.exit_code == 0 and "Stopped the Kafka cluster of 3 nodes" in stopped.output
-    assert not any(_pid_alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert cluster.status() is None and not cluster.state_file.exists()
     mine = subprocess.run(["pgrep", "-f", str(cluster.data_dir)], capture_output=True, text=True)
     assert mine.stdout == "", "no JVM of this cluster is left"
@@ -196,4 +197,4 @@ def test_stop_leaves_no_process_and_a_start_on_the_same_data_is_the_same_cluster
         pids = [cluster.node_status(node).pid for node in (1, 2, 3)]
     finally:
         assert cluster.stop()
-    assert not any(_pid_alive(pid) for pid in pids) and cluster.status() is None
+    assert not any(pid_alive(pid) for pid in pids) and cluster.status() is None

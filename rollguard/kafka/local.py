@@ -34,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+from rollguard.processes import pid_alive
+
 KAFKA_VERSION = "4.1.1"  # keep equal to <kafka.version> in pom.xml
 MIN_JAVA = 17
 START_TIMEOUT_S = 90.0
@@ -117,21 +119,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
 
 
 def java_executable() -> str:
@@ -301,7 +288,7 @@ class LocalBroker:
             info = BrokerInfo(**raw)
         except (OSError, ValueError, TypeError):
             return None
-        if _pid_alive(info.pid):
+        if pid_alive(info.pid):
             return info
         self.state_file.unlink(missing_ok=True)
         return None
@@ -899,7 +886,7 @@ def _terminate(pids: list[int], timeout: float, sig: int = signal.SIGTERM) -> No
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
-        left = [pid for pid in left if _pid_alive(pid)]
+        left = [pid for pid in left if pid_alive(pid)]
         if left:
             time.sleep(0.1)
     for pid in left:
