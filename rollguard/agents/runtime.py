@@ -307,15 +307,25 @@ class EndOffsets:
     ListOffsets request per checkpoint gives the truth.
 
     A partition whose end could not be read is missing from the answer (the join then
-    counts it as unread), and :attr:`unknown` says so until an answer is whole again. After
-    any failure the next call uses a new admin client: librdkafka's admin client keeps the
-    leader epoch it cached before a broker restart and retries ListOffsets with it, failing
-    with FENCED_LEADER_EPOCH for as long as it lives (the consumer had the same fault,
-    confluentinc/librdkafka#4620). Before this, one broker restart left every end unknown
-    for good, so the join held every record back while its offsets were committed.
+    counts it as unread), and :attr:`unknown` says so until an answer is whole again.
+
+    librdkafka's admin client does not live well through broker failures, so after any
+    anomaly the next call uses a new one (a new client reads fresh metadata, and answers in
+    milliseconds where the old one took its whole timeout):
+    - after a broker restart it kept asking with the leader epoch it had cached and failed
+      with FENCED_LEADER_EPOCH for as long as it lived (the consumer had the same fault,
+      confluentinc/librdkafka#4620); one broker restart then left every end unknown for
+      good, and the join held every record back while its offsets were committed;
+    - after one broker of three was lost, every request took the whole request timeout and
+      some partitions came back with offset -1001 (no offset) instead of an error: such an
+      end counts as unknown, never as the end, which would let the watermark pass unread
+      messages.
     """
 
-    def __init__(self, bootstrap: str, *, timeout: float = 10.0) -> None:
+    #: an answer slower than this means the client waits on a broker that is gone
+    SLOW_S = 1.0
+
+    def __init__(self, bootstrap: str, *, timeout: float = 5.0) -> None:
         self.bootstrap = bootstrap
         self.timeout = timeout
         self.unknown: str | None = None  # why the last answer was not whole, else None
@@ -335,6 +345,7 @@ class EndOffsets:
         if not tps:
             self.unknown = None
             return {}
+        began = time.monotonic()
         request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in tps}
         ends: dict[tuple[str, int], int] = {}
         problem = None
@@ -344,17 +355,26 @@ class EndOffsets:
                 request_timeout=self.timeout)
             for tp, future in futures.items():
                 try:
-                    ends[tp.topic, tp.partition] = future.result().offset
+                    offset = future.result().offset
                 except KafkaException as exc:
                     problem = problem or f"{tp.topic}[{tp.partition}]: {exc.args[0].str()}"
+                    continue
+                if offset < 0:
+                    problem = problem or f"{tp.topic}[{tp.partition}]: no offset in the answer"
+                    continue
+                ends[tp.topic, tp.partition] = offset
         except KafkaException as exc:
             problem = exc.args[0].str()
-        if problem is not None:
-            if self.unknown is None:
+        took = time.monotonic() - began
+        if problem is not None or took > self.SLOW_S:
+            if problem is not None and self.unknown is None:
                 log.warning("The end offsets of the input could not be read (%s); the join "
                             "waits for them and retries with a new admin client.", problem)
+            elif problem is None:
+                log.info("Reading the input's end offsets took %.1f s (a broker is gone?): "
+                         "the next read uses a new admin client.", took)
             self._admin = self._new_admin()
-        elif self.unknown is not None:
+        if problem is None and self.unknown is not None:
             log.info("The end offsets of the input are read again.")
         self.unknown = problem
         return ends
