@@ -3,6 +3,10 @@ one set of partitions lags the others by an hour of event time.
 
     .venv/bin/python bench/bench_scaleout.py [--quick] [--events 300000] [--skew-events 300000]
                                              [--part group|skew|all] [--no-wait]
+                                             [--worker-ref HEAD]
+
+``--worker-ref REF`` runs the workers from ``git archive REF`` in a temporary directory instead
+of the working tree (to measure a commit while the tree is being edited).
 
 Part "group" (events/s and CPU per event with 1, 2 and 3 workers). One stream (the throughput
 benchmark's: bench.common.shadow_traffic, three undecided shadow experiments) is produced ONCE
@@ -27,7 +31,8 @@ Part "skew" (the evaluator's reorder buffer when partitions 3-5 lag 0-2 by over 
 stream spanning 2 h of event time (rollguard.synth.shadow_events with a chosen rate, the same
 three experiments) is produced in three steps to a fresh prefix, while ONE worker runs
 in a child process of this script (``build_app`` + ``faust.Worker``, as in
-bench_throughput.py, so its evaluators can be read directly):
+bench_throughput.py, so its evaluators can be read directly; if the measured tree has a
+``max_skew`` limit, once with ``max_skew = inf`` and once with its default):
 
 1. the first 10 minutes of event time on all partitions; the worker reads them and goes idle;
 2. the consumer PAUSES partitions 3-5 of the input topics (Faust's ``pause_partitions``), and
@@ -59,6 +64,7 @@ import heapq
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +74,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if os.environ.get("ROLLGUARD_BENCH_WORKER_ROOT"):  # the skew child of a --worker-ref run
+    sys.path.insert(0, os.environ["ROLLGUARD_BENCH_WORKER_ROOT"])
 
 from bench.common import (EXPERIMENTS, PYTHON, ROOT, broker, committed_offsets,  # noqa: E402
                           end_offsets, fresh_prefix, log, machine_line, produce_raw, rss_bytes,
@@ -83,6 +91,10 @@ AHEAD = (0, 1, 2)
 BEHIND = (3, 4, 5)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHILD_LIFETIME_S = 900.0       # the skew child stops itself after this, whatever happens
+SETTLE_S = 15.0                # group part: no change of the snapshots this long = settled
+#: where the workers run from (--worker-ref: an export of a commit, to measure it alone)
+WORKER_ROOT = ROOT
+WORKER_REF: tuple[str, str] | None = None
 
 
 # -- /proc ----------------------------------------------------------------------------------
@@ -251,21 +263,23 @@ class WorkerProc:
     """``python -m rollguard.cli worker`` in its own session, as a user runs it."""
 
     def __init__(self, bootstrap: str, exp_file: Path, prefix: str, app_id: str, index: int,
-                 out_dir: Path) -> None:
+                 out_dir: Path, extra: list[str] = ()) -> None:
         self.data_dir = out_dir / f"{app_id}-w{index}"
         self.log_file = out_dir / f"{app_id}-w{index}.log"
         self.app_id = app_id
         self.cmd = [PYTHON, "-m", "rollguard.cli", "worker", str(exp_file),
                     "--bootstrap-servers", bootstrap, "--topic-prefix", prefix,
                     "--app-id", app_id, "--data-dir", str(self.data_dir),
-                    "--instance-id", f"{app_id}-w{index}", "--snapshot-interval", "1"]
+                    "--instance-id", f"{app_id}-w{index}", "--snapshot-interval", "1",
+                    *extra]
         self.proc: subprocess.Popen | None = None
         self.handle = None
 
     def start(self) -> "WorkerProc":
         self.handle = open(self.log_file, "ab")
         self.proc = subprocess.Popen(self.cmd, stdout=self.handle, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                     cwd=WORKER_ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1",
+                                                               PYTHONPATH=str(WORKER_ROOT)),
                                      start_new_session=True)
         return self
 
@@ -308,7 +322,7 @@ class WorkerProc:
 
 
 def run_group(bootstrap: str, names, exp_file: Path, n_workers: int, stream: dict,
-              out_dir: Path, timeout: float) -> dict:
+              out_dir: Path, timeout: float, extra: list[str] = ()) -> dict:
     app_id = f"scale{n_workers}-{uuid.uuid4().hex[:6]}"
     expected = stream["records"]
     total = stream["events"]
@@ -317,7 +331,7 @@ def run_group(bootstrap: str, names, exp_file: Path, n_workers: int, stream: dic
     reader = StatsReader(bootstrap, names.stats)
     reader.start_at_end()
     bpid = broker_pid()
-    workers = [WorkerProc(bootstrap, exp_file, names.prefix, app_id, i, out_dir)
+    workers = [WorkerProc(bootstrap, exp_file, names.prefix, app_id, i, out_dir, extra)
                for i in range(n_workers)]
     res: dict = {"workers": n_workers, "app_id": app_id, "complete": False}
     log(f"[{n_workers} worker(s)] starting, app id {app_id} ...")
@@ -330,10 +344,20 @@ def run_group(bootstrap: str, names, exp_file: Path, n_workers: int, stream: dic
         t_first_commit = cpu_at_first_commit = None
         last_commit_poll = last_log = 0.0
         committed_sum = 0
+        # at every change of the snapshots: time and CPU (what "done" uses when the counts
+        # settle below the expected ones)
+        change = {"t": t_start, "cpu": [0.0] * n_workers, "broker": broker_cpu0}
         while time.monotonic() < deadline:
-            reader.poll(0.2)
+            got_new = reader.poll(0.2)
             now = time.monotonic()
             latest = reader.latest
+            if got_new:
+                seen_now = {n: (s["statistics"]["records"], s["buffered"])
+                            for n, s in latest.items()}
+                if seen_now != change.get("seen"):
+                    change = {"t": now, "seen": seen_now,
+                              "cpu": [tree_cpu_s(w.proc.pid) for w in workers],
+                              "broker": tree_cpu_s(bpid) if bpid else None}
             if all(name in latest
                    and latest[name]["statistics"]["records"] >= expected[name]
                    and latest[name]["buffered"] == 0 for name in EXPERIMENT_NAMES):
@@ -349,25 +373,34 @@ def run_group(bootstrap: str, names, exp_file: Path, n_workers: int, stream: dic
                     got = committed_offsets(bootstrap, app_id, tps)
                     committed_sum = sum(max(0, got.get(tp, -1)) for tp in tps)
                 except Exception as exc:  # noqa: BLE001 - the group may not exist yet
-                    got = None
                     res.setdefault("commit_poll_errors", str(exc)[:200])
                 if committed_sum > 0 and t_first_commit is None:
                     t_first_commit = now
                     cpu_at_first_commit = sum(tree_cpu_s(w.proc.pid) for w in workers)
+            # settled short of the expected counts: everything committed, nothing buffered,
+            # no change for SETTLE_S: stop there, timed at the last change
+            if committed_sum >= total and latest and all(
+                    s["buffered"] == 0 for s in latest.values()) \
+                    and now - change["t"] >= SETTLE_S:
+                res["settled_short"] = True
+                break
             if now - last_log >= 5.0:
                 last_log = now
                 seen = {n: (s["statistics"]["records"], s["buffered"]) for n, s in latest.items()}
                 log(f"[{n_workers} worker(s)] {now - t_start:5.1f} s: committed "
                     f"{committed_sum:,} / {total:,}; stats (records, buffered) {seen}")
-        t_done = time.monotonic()
-        cpus = [tree_cpu_s(w.proc.pid) for w in workers]
-        broker_cpu1 = tree_cpu_s(bpid) if bpid else None
+        if res["complete"]:
+            t_done = time.monotonic()
+            cpus = [tree_cpu_s(w.proc.pid) for w in workers]
+            broker_cpu1 = tree_cpu_s(bpid) if bpid else None
+        else:  # timed at the last change of the snapshots
+            t_done, cpus, broker_cpu1 = change["t"], change["cpu"], change["broker"]
         res.update({
             "wall_s": t_done - t_start,
             "startup_s": (t_first_commit - t_start) if t_first_commit else None,
             "cpu_s": cpus, "cpu_total_s": sum(cpus),
             "cpu_at_first_commit_s": cpu_at_first_commit,
-            "broker_cpu_s": (broker_cpu1 - broker_cpu0) if bpid else None,
+            "broker_cpu_s": (broker_cpu1 - broker_cpu0) if bpid and broker_cpu1 else None,
             "rss": [rss_bytes(w.proc.pid) for w in workers],
             "liveness": [w.liveness().get("partitions", {}) for w in workers],
             "snapshots": {n: reader.latest.get(n) for n in EXPERIMENT_NAMES},
@@ -398,18 +431,19 @@ def run_group(bootstrap: str, names, exp_file: Path, n_workers: int, stream: dic
     return res
 
 
-def part_group(bootstrap: str, exp_file: Path, out_dir: Path, n_events: int, quick: bool) -> dict:
+def part_group(bootstrap: str, exp_file: Path, out_dir: Path, n_events: int, quick: bool,
+               counts=(1, 2, 3), extra: list[str] = ()) -> dict:
     from rollguard.streams.topics import TopicNames
 
     names = TopicNames(fresh_prefix("bscale"))
     log(f"[group] producing ~{n_events:,} events to {names.prefix}* ({PARTITIONS} partitions)")
     stream = produce_group_stream(bootstrap, names, n_events)
     runs = []
-    for n in (1, 2, 3):
+    for n in counts:
         runs.append(run_group(bootstrap, names, exp_file, n, stream, out_dir,
-                              timeout=150.0 if quick else 300.0))
+                              timeout=150.0 if quick else 300.0, extra=extra))
         time.sleep(2.0)
-    return {"stream": stream, "runs": runs}
+    return {"stream": stream, "runs": runs, "extra": list(extra)}
 
 
 # -- part "skew": the child (one worker, in-process) -------------------------------------------
@@ -427,6 +461,8 @@ def child_skew(args) -> None:
     config = WorkerConfig(bootstrap=args.bootstrap, experiments=load_experiments(
         Path(args.experiments)), names=names, app_id=args.app_id,
         data_dir=Path(args.data_dir), partitions=PARTITIONS)
+    if args.max_skew is not None and hasattr(config, "max_skew"):
+        config.max_skew = float(args.max_skew)
     config.partitions = prepare_topics(config)
     app, runtime = build_app(config)
     eval_topic = config.internal.eval_state
@@ -495,6 +531,7 @@ def child_skew(args) -> None:
             "skew_s": skew, "rss": rss_bytes(), "hwm": vm_hwm(),
             "eval_state": {k: (dict(v) if isinstance(v, dict) else v) for k, v in es.items()},
             "checkpoints": dict(ck), **state,
+            "worker_paused": sorted(getattr(runtime, "paused", ()) or ()),
         }
 
     def run_commands() -> bool:
@@ -560,8 +597,9 @@ def child_skew(args) -> None:
 
 # -- part "skew": the parent ----------------------------------------------------------------------
 class SkewChild:
-    def __init__(self, bootstrap: str, prefix: str, exp_file: Path, out_dir: Path) -> None:
-        self.dir = out_dir / "skew"
+    def __init__(self, bootstrap: str, prefix: str, exp_file: Path, out_dir: Path,
+                 variant: str, max_skew: float | None) -> None:
+        self.dir = out_dir / f"skew-{variant}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.app_id = f"skew-{uuid.uuid4().hex[:6]}"
         self.status_path = self.dir / "status.json"
@@ -574,14 +612,18 @@ class SkewChild:
                     "--experiments", str(exp_file), "--app-id", self.app_id,
                     "--data-dir", str(self.dir / "data"), "--status", str(self.status_path),
                     "--history", str(self.history_path), "--commands", str(self.commands_path)]
+        if max_skew is not None:
+            self.cmd += ["--max-skew", repr(max_skew)]
         self.proc: subprocess.Popen | None = None
         self.handle = None
 
     def start(self) -> "SkewChild":
         self.handle = open(self.log_file, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if WORKER_ROOT != ROOT:
+            env["ROLLGUARD_BENCH_WORKER_ROOT"] = str(WORKER_ROOT)
         self.proc = subprocess.Popen(self.cmd, stdout=self.handle, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                                     start_new_session=True)
+                                     cwd=WORKER_ROOT, env=env, start_new_session=True)
         return self
 
     def alive(self) -> bool:
@@ -683,7 +725,8 @@ def heap_per_record(value: bytes, experiment) -> dict:
             "message_per_record": len(value) / n if n else None}
 
 
-def part_skew(bootstrap: str, exp_file: Path, out_dir: Path, n_events: int) -> dict:
+def part_skew(bootstrap: str, exp_file: Path, out_dir: Path, n_events: int,
+              variant: str = "unlimited", max_skew: float | None = None) -> dict:
     import confluent_kafka
     import msgspec
 
@@ -714,7 +757,8 @@ def part_skew(bootstrap: str, exp_file: Path, out_dir: Path, n_events: int) -> d
         f"({event_rate * 3.9:.1f} events/s of event time): {stats}")
     res: dict = {"events": total, "phases": stats, "event_rate": total / SKEW_SPAN_S,
                  "expected_records": sum(expected.values())}
-    child = SkewChild(bootstrap, names.prefix, exp_file, out_dir)
+    res["variant"], res["max_skew"] = variant, max_skew
+    child = SkewChild(bootstrap, names.prefix, exp_file, out_dir, variant, max_skew)
     dump_dir = child.dir / "dump"
     dump_dir.mkdir(exist_ok=True)
     try:
@@ -755,7 +799,10 @@ def part_skew(bootstrap: str, exp_file: Path, out_dir: Path, n_events: int) -> d
         produce_raw(bootstrap, phases["ahead"], total=len(phases["ahead"]),
                     what="events (partitions 0-2, minutes 10-120)")
         ends = end_offsets(bootstrap, list(names.inputs()))
-        s = child.wait(lambda s: consumed(s, AHEAD, ends, names), 300, "0-2 to be read")
+        # read to the end, or (with the worker's own skew limit) paused by the worker
+        s = child.wait(lambda s: consumed(s, AHEAD, ends, names)
+                       or set(AHEAD) <= set(s.get("worker_paused", ())), 300,
+                       "0-2 to be read (or paused by the worker)")
         # then until the evaluators took every batch (no eval-state write for 3 checkpoints)
         stable_since, last_msgs = time.monotonic(), -1
         deadline = time.monotonic() + 120
@@ -769,6 +816,10 @@ def part_skew(bootstrap: str, exp_file: Path, out_dir: Path, n_events: int) -> d
         s = child.status()
         child.command("dump", dir=str(dump_dir))
         res["peak"] = {"s": time.monotonic() - t_ahead, "rss": s["rss"], "hwm": s["hwm"],
+                       "worker_paused": s.get("worker_paused", []),
+                       "ahead_read": {p: s["join"].get(str(p)) for p in AHEAD},
+                       "ahead_end": {p: {k: ends.get((getattr(names, k), p)) for k in KINDS}
+                                     for p in AHEAD},
                        "buffered": s["buffered"], "buffered_by": s["buffered_by"],
                        "skew_s": s["skew_s"], "ahead_ts": s["ahead_ts"],
                        "behind_ts": s["behind_ts"],
@@ -788,12 +839,21 @@ def part_skew(bootstrap: str, exp_file: Path, out_dir: Path, n_events: int) -> d
         child.command("reset")
         t_resume = time.monotonic()
         child.command("resume", partitions=list(BEHIND))
-        s = child.wait(lambda s: consumed(s, range(PARTITIONS), ends, names)
-                       and s["buffered"] == 0 and s["merged"] >= res["expected_records"],
-                       300, "the catch-up of 3-5")
+        settled = {"merged": -1, "since": time.monotonic()}
+
+        def caught_up(s: dict) -> bool:
+            if s["merged"] != settled["merged"]:
+                settled.update(merged=s["merged"], since=time.monotonic())
+            return consumed(s, range(PARTITIONS), ends, names) and s["buffered"] == 0 and (
+                s["merged"] >= res["expected_records"]
+                or time.monotonic() - settled["since"] > 10)   # settled short
+
+        s = child.wait(caught_up, 300, "the catch-up of 3-5")
         time.sleep(3.0)
         s = child.status()
-        res["after"] = {"s": time.monotonic() - t_resume - 3.0, "rss": s["rss"], "hwm": s["hwm"],
+        res["after"] = {"s": (settled["since"] if s["merged"] < res["expected_records"]
+                              else time.monotonic() - 3.0) - t_resume,
+                        "rss": s["rss"], "hwm": s["hwm"],
                         "buffered": s["buffered"], "merged": s["merged"],
                         "policy_records": s["policy_records"],
                         "eval_state_last": s["eval_state"]["last"],
@@ -815,6 +875,36 @@ def part_skew(bootstrap: str, exp_file: Path, out_dir: Path, n_events: int) -> d
         heaps[f.stem] = heap_per_record(f.read_bytes(), experiments[f.stem])
     res["heap"] = heaps
     return res
+
+
+def skew_limit() -> float | None:
+    """The measured worker's default ``max_skew`` (an event-time limit on how far a join
+    partition may run ahead, if its tree has one), else None."""
+    import re
+
+    try:
+        source = (WORKER_ROOT / "rollguard" / "agents" / "runtime.py").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^\s+max_skew: float = ([0-9.e+]+)", source, re.M)
+    return float(m.group(1)) if m else None
+
+
+def tree_state() -> str:
+    """HEAD and the uncommitted files under rollguard/ (the tree changes while we measure)."""
+    if WORKER_REF:
+        return (f"the workers ran `{WORKER_REF[0]}` = {WORKER_REF[1]}, exported with `git "
+                "archive` (uncommitted changes of the working tree are NOT in these figures)")
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+                              capture_output=True, text=True, timeout=20).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--short", "--", "rollguard"],
+                               capture_output=True, text=True, timeout=20).stdout.split("\n")
+        dirty = [ln[3:] for ln in dirty if ln.strip()]
+    except Exception:  # noqa: BLE001
+        return "unknown"
+    return f"HEAD {head[:90]}" + (f"; uncommitted in rollguard/: {', '.join(dirty)}"
+                                  if dirty else "; no uncommitted change in rollguard/")
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -873,7 +963,8 @@ def render_group(g: dict) -> list[str]:
         base_cpu_k = base["cpu_total_s"] / total * 1000 if base.get("cpu_total_s") else None
         bro = r["broker_cpu_s"] / total * 1000 if r.get("broker_cpu_s") is not None else None
         split = " / ".join(str(lv.get("join", "?")) for lv in r["liveness"])
-        rows.append([f"{r['workers']}" + ("" if r["complete"] else " (**incomplete**)"),
+        rows.append([f"{r['workers']}" + ("" if r["complete"] else " (**short**, below)"
+                                          if r.get("settled_short") else " (**incomplete**)"),
                      split, f"{r['wall_s']:.1f}", fmt(r.get("startup_s"), ".1f"),
                      f"{rate:,.0f}", f"{rate / base_rate:.2f}" if base_rate else "—",
                      fmt(after), f"{cpu_k:.2f}",
@@ -897,13 +988,14 @@ def render_group(g: dict) -> list[str]:
         lines.append("")
     # correctness
     want = stream["records"]
-    ok_counts, ok_decision, ok_stats = [], [], []
+    ok_counts, ok_base, ok_decision, ok_stats = [], [], [], []
     b = base.get("snapshots") or {}
     for r in runs:
         snaps = r.get("snapshots") or {}
         counts = {n: (snaps.get(n) or {}).get("statistics", {}).get("records") for n in want}
-        ok_counts.append(counts == {n: (b.get(n) or {}).get("statistics", {}).get("records")
-                                    for n in want} and counts == want)
+        ok_base.append(counts == {n: (b.get(n) or {}).get("statistics", {}).get("records")
+                                  for n in want})
+        ok_counts.append(counts == want)
         ok_decision.append(all((snaps.get(n) or {}).get("decision") == (b.get(n) or {}).get(
             "decision") for n in want))
         ok_stats.append(max((rel_diff((snaps.get(n) or {}).get("statistics"),
@@ -913,18 +1005,33 @@ def render_group(g: dict) -> list[str]:
         "Correctness: final `statistics.records` per experiment "
         + ", ".join(f"{n} {c:,}" for n, c in want.items())
         + " expected; " + "; ".join(
-            f"{r['workers']} worker(s): " + ("**equal**" if ok else "**DIFFERENT**")
+            f"{r['workers']} worker(s): "
+            + ("**equal** to the stream's" if ok else "**DIFFERENT** from the stream's")
+            + ("" if r is base else (", equal to the 1-worker run's" if same else
+                                     ", **different from the 1-worker run's**"))
             + f" (decision state {'identical' if dec else '**different**'}, whole `statistics` "
             + ("object identical" if st == 0 else
                f"object: same structure, numbers equal to a relative {st:.0e} (floating-point "
                "sums of the partitions' partials in another order)" if st < 1e-9 else
                f"object **differs** (largest relative difference {st:.2g})") + ")"
-            for r, ok, dec, st in zip(runs, ok_counts, ok_decision, ok_stats)) + ".")
+            for r, ok, same, dec, st in zip(runs, ok_counts, ok_base, ok_decision, ok_stats))
+        + ".")
     lines.append("")
     for r in runs:
         notes = []
         if r.get("error"):
             notes.append(r["error"])
+        if not r.get("complete"):
+            snaps = r.get("snapshots") or {}
+            got = {n: (snaps.get(n) or {}).get("statistics", {}).get("records") for n in want}
+            short = {n: want[n] - (got[n] or 0) for n in want}
+            notes.append(
+                ("counts settled SHORT of the stream's (no change for "
+                 f"{SETTLE_S:.0f} s with every offset committed and nothing buffered; timed at "
+                 "the last change): " if r.get("settled_short") else "NOT complete: ")
+                + ", ".join(f"{n} {got[n]} ({short[n]:,} missing)" for n in want)
+                + "; counters " + "; ".join(
+                    f"{n}: {(snaps.get(n) or {}).get('counters')}" for n in want))
         if any(c not in (0, None) for c in r.get("exit_codes", [])):
             notes.append(f"exit codes on SIGTERM {r['exit_codes']}")
         if r.get("log_errors"):
@@ -1060,7 +1167,9 @@ def render_skew(k: dict) -> list[str]:
     if per_hour and msg_pr and heap_pr:
         rec_per_event = ph["ahead"]["records"] / ph["ahead"]["events"]
         lines.append(
-            f"**Unbounded today**: the reorder buffer holds every record of the partitions that "
+            ("**Unbounded without the limit** (as committed at HEAD; `max_skew = inf` here)"
+             if k.get("max_skew") == math.inf else "**Unbounded today**")
+            + ": the reorder buffer holds every record of the partitions that "
             f"are ahead until the lagging ones' frontier passes it, so it grows with rate × skew "
             f"and nothing caps it. Here: {per_hour:,.0f} records and "
             f"{per_hour * heap_pr / 2**20:,.1f} MiB of heap "
@@ -1099,6 +1208,42 @@ def render_skew(k: dict) -> list[str]:
     return lines
 
 
+def render_skew_compare(skew: dict) -> list[str]:
+    rows = []
+    for name, k in skew.items():
+        peak, base, after = k.get("peak"), k.get("baseline"), k.get("after")
+        label = "no limit (max_skew = inf)" if k.get("max_skew") == math.inf else \
+            f"the tree's default limit (max_skew = {skew_limit():.0f} s)"
+        if not peak:
+            rows.append([label, k.get("error", "failed")[:80]] + ["—"] * 7)
+            continue
+        read = sum(sum((v or {}).values()) for v in peak["ahead_read"].values())
+        end = sum(sum(v.values()) for v in peak["ahead_end"].values())
+        rows.append([
+            label, f"{peak['buffered']:,}", f"{peak['skew_s'] / 60:.1f}",
+            f"{base['rss'] / 2**20:.0f} → {peak['rss'] / 2**20:.0f}",
+            f"{max(peak['eval_state_largest'].values(), default=0) / 2**20:.2f}",
+            f"{peak['eval_state_written'] / 2**20:,.0f}",
+            f"{peak['checkpoint_max_s'] * 1000:,.0f}",
+            f"{read:,} / {end:,}" + (" (paused by the worker)" if peak.get("worker_paused")
+                                     else ""),
+            f"{after['s']:.1f}" if after else "—"])
+    lines = ["With and without the limit, same scenario (fresh prefix and stream each):", "",
+             table(["worker", "records buffered at the peak", "event time the buffer spans, min",
+                    "worker RSS MiB, before → peak", "largest eval-state message MiB",
+                    "eval-state MiB written while 0-2 were read",
+                    "longest checkpoint ms", "input events of 0-2 read at the peak / produced",
+                    "catch-up after resuming 3-5, s"], rows), ""]
+    lim = skew.get("limit") or {}
+    if lim.get("after"):
+        a = lim["after"]
+        lines.append(
+            f"With the limit, after resuming 3-5: merged {a['merged']:,} / "
+            f"{lim['expected_records']:,} records, buffered {a['buffered']:,}.")
+        lines.append("")
+    return lines
+
+
 def render(args, group: dict | None, skew: dict | None, load_before: dict | None,
            load_after: tuple | None, elapsed: float) -> str:
     cmd = "python bench/bench_scaleout.py" + (" --quick" if args.quick else "") + \
@@ -1106,7 +1251,8 @@ def render(args, group: dict | None, skew: dict | None, load_before: dict | None
         (f" --skew-events {args.skew_events}" if args.skew_events else "") + \
         (f" --part {args.part}" if args.part != "all" else "")
     lines = [f"Command: `{cmd}` (from the repository root with `.venv`), {elapsed / 60:.1f} min "
-             f"in all. Machine: {machine_line()}; a single local KRaft broker on the same cores."]
+             f"in all. Machine: {machine_line()}; a single local KRaft broker on the same cores. "
+             f"Tree measured: {tree_state()}."]
     if load_before is not None:
         lb = load_before["load"]
         lines.append("")
@@ -1126,7 +1272,18 @@ def render(args, group: dict | None, skew: dict | None, load_before: dict | None
     if skew:
         lines.append("### The evaluator's reorder buffer when partitions lag by over an hour")
         lines.append("")
-        lines += render_skew(skew)
+        unlimited = skew.get("unlimited")
+        if unlimited and unlimited.get("max_skew") == math.inf:
+            lines.append(
+                f"The working tree has an event-time limit (`--max-skew`, default "
+                f"{skew_limit():.0f} s: join partitions that run further ahead of the slowest "
+                "pause, agents/skew.py). First the worker WITHOUT it (`max_skew = inf`, the "
+                "behaviour of the committed HEAD), then with the default.")
+            lines.append("")
+        if unlimited:
+            lines += render_skew(unlimited)
+        if skew.get("limit"):
+            lines += render_skew_compare(skew)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -1140,14 +1297,31 @@ def main() -> None:
     ap.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
     # the skew child
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--workers", default="1,2,3", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-args", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-ref", default=None,
+                    help="run the workers from this commit (git archive into a temporary "
+                         "directory) instead of the working tree, e.g. HEAD")
     for name in ("--bootstrap", "--prefix", "--experiments", "--app-id", "--data-dir",
-                 "--status", "--history", "--commands"):
+                 "--status", "--history", "--commands", "--max-skew"):
         ap.add_argument(name, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "skew":
         child_skew(args)
         return
 
+    global WORKER_ROOT, WORKER_REF
+    if args.worker_ref:
+        WORKER_ROOT = Path(tempfile.mkdtemp(prefix="rollguard-bench-tree-"))
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.worker_ref],
+                                 capture_output=True, timeout=60, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(WORKER_ROOT)], input=archive, check=True,
+                       timeout=60)
+        described = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s",
+                                    args.worker_ref], capture_output=True, text=True,
+                                   timeout=20).stdout.strip()
+        WORKER_REF = (args.worker_ref, described[:100])
+        log(f"workers run from {WORKER_ROOT}: {described[:100]}")
     n_group = args.events or (30_000 if args.quick else 300_000)
     n_skew = args.skew_events or (30_000 if args.quick else 300_000)
     load_before = None
@@ -1163,15 +1337,22 @@ def main() -> None:
     group = skew = None
     with broker() as bootstrap:
         if args.part in ("group", "all"):
-            group = part_group(bootstrap, exp_file, out_dir, n_group, args.quick)
+            group = part_group(bootstrap, exp_file, out_dir, n_group, args.quick,
+                               [int(x) for x in args.workers.split(",")],
+                               args.worker_args.split())
         if args.part in ("skew", "all"):
-            skew = part_skew(bootstrap, exp_file, out_dir, n_skew)
+            skew = {"unlimited": part_skew(bootstrap, exp_file, out_dir, n_skew, "unlimited",
+                                           math.inf if skew_limit() is not None else None)}
+            if skew_limit() is not None:
+                skew["limit"] = part_skew(bootstrap, exp_file, out_dir, n_skew, "limit", None)
     load_after = loadavg()
     (out_dir / "raw.json").write_text(json.dumps({"group": group, "skew": skew}, default=str))
     report = render(args, group, skew, load_before, load_after, time.monotonic() - began)
     print(report)
     if not args.quick and not args.no_results:
         write_section("Scale-out", report)
+    if WORKER_REF:
+        shutil.rmtree(WORKER_ROOT, ignore_errors=True)
     log(f"done in {time.monotonic() - began:.0f} s; raw results and logs in {out_dir}")
 
 

@@ -330,6 +330,9 @@ def worker(
     stall_timeout: float = typer.Option(
         120.0, help="Seconds without a complete checkpoint after which the worker stops (exit "
         "code 75) so that its supervisor restarts it."),
+    max_skew: float = typer.Option(
+        300.0, help="Seconds of event time a join partition may run ahead of the slowest before "
+        "it pauses (bounds the evaluator's reorder buffer)."),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus metrics on this "
                                                "port (/metrics)."),
     metrics_host: str = typer.Option("0.0.0.0", help="Address the metrics are served on."),
@@ -348,7 +351,8 @@ def worker(
                           checkpoint_interval=checkpoint_interval,
                           snapshot_interval=snapshot_interval, partitions=partitions,
                           instance_id=instance_id, session_timeout=session_timeout,
-                          stall_timeout=stall_timeout, metrics_port=metrics_port,
+                          stall_timeout=stall_timeout, max_skew=max_skew,
+                          metrics_port=metrics_port,
                           metrics_host=metrics_host)
     try:
         config.partitions = prepare_topics(config)

@@ -4,6 +4,7 @@ deciding. These tests run their own brokers (they kill them) on real Kafka."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -361,3 +362,108 @@ def test_losing_a_broker_of_three_mid_stream_loses_nothing_and_stops_nothing(clu
 
 def test_a_rolling_restart_of_the_three_brokers_is_survived(cluster, tmp_path):
     run_on_cluster(cluster, tmp_path, lambda cluster, app_id: cluster.rolling_restart())
+
+
+# -- one worker's partitions lag another's: backpressure, not an unbounded buffer -----------
+
+def board(bootstrap: str, topic: str) -> dict[int, float]:
+    """The join partitions' frontiers as the workers published them (agents/skew.py)."""
+    import msgspec
+
+    from tests.kafka_helpers import read_topic
+
+    return {int(m.key()): msgspec.msgpack.decode(m.value()) for m in read_topic(bootstrap, topic)}
+
+
+def consumed_until(bootstrap: str, group: str, topic: str, partition: int) -> float:
+    """Event time of the last request the group committed on ``topic[partition]``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        [committed] = consumer.committed([TopicPartition(topic, partition)], timeout=10)
+        if committed.offset <= 0:
+            return -math.inf
+        consumer.assign([TopicPartition(topic, partition, committed.offset - 1)])
+        msg = consumer.poll(10)
+        return json.loads(msg.value())["ts"]
+    finally:
+        consumer.close()
+
+
+def test_a_partition_far_ahead_of_a_stalled_one_waits_in_kafka(kafka_bootstrap, topic_prefix,
+                                                                tmp_path):
+    """Two workers share two partitions with a backlog of 80 minutes of event time; one stops
+    (SIGSTOP) early in its catch-up. The other reads on only until its partition is
+    ``--max-skew`` of event time ahead of the stalled one, then pauses: the rest waits in
+    Kafka, not in the evaluator's memory. Resumed, the decisions and statistics are replay's."""
+    names = TopicNames(topic_prefix)
+    path = tmp_path / "experiments.yaml"
+    path.write_text(EXPERIMENTS)
+    events = list(shadow_events("better", Arm("m:1", 0.8), [Arm("m:2", 0.87)], n=12000,
+                                seed=31, rate=2.5))
+    events += shadow_events("equal", Arm("m:1", 0.8), [Arm("m:4", 0.8)], n=12000, seed=32,
+                            rate=2.5)
+    events.sort(key=lambda e: e["ts"])
+    start, end = events[0]["ts"], events[-1]["ts"]
+    replay, expected = replay_of(load_experiments(path), events)
+    offline = {name: ev.snapshot()["statistics"] for name, ev in replay.evaluators.items()}
+    create_contract_topics(kafka_bootstrap, names, partitions=2)
+    app_id = f"app-{uuid.uuid4().hex[:6]}"
+    frontiers_topic = f"{names.prefix}{app_id}.frontiers"
+
+    def worker(name: str) -> WorkerProcess:
+        return WorkerProcess(kafka_bootstrap, path, names.prefix, app_id, tmp_path / name,
+                             tmp_path / f"{name}.log", "--instance-id", f"{app_id}-{name}",
+                             "--max-skew", "300", "--session-timeout", "240")
+
+    def signal_worker(w: WorkerProcess, sig: int) -> None:
+        os.killpg(w.proc.pid, sig)
+
+    a, b = worker("a").start(), worker("b").start()
+    try:
+        owns_one = "owns 1 join and 1 evaluation partitions"
+        wait_for(lambda: all(owns_one in health(tmp_path / n, app_id).stdout for n in "ab"),
+                 timeout=90)
+        b_partition = int(re.findall(r"join partition (\d+) restored", b.log_text())[-1])
+        a_partition = 1 - b_partition
+        # the whole stream arrives while both are stopped: each starts with a backlog
+        for w in (a, b):
+            signal_worker(w, signal.SIGSTOP)
+        producer = PacedProducer(kafka_bootstrap, names, rate=20000.0)
+        producer.produce(events)
+        producer.flush()
+        for w in (a, b):
+            signal_worker(w, signal.SIGCONT)
+        # b stops again early in its catch-up, once it published where it is
+        wait_for(lambda: math.isfinite(board(kafka_bootstrap, frontiers_topic)
+                                       .get(b_partition, math.inf)), timeout=60, every=0.05)
+        signal_worker(b, signal.SIGSTOP)
+        stalled_at = board(kafka_bootstrap, frontiers_topic)[b_partition]
+        time.sleep(4)  # a checkpoints on; paused, it reads no further
+        reached = consumed_until(kafka_bootstrap, app_id, names.requests, a_partition)
+        # a read past b's frontier by the skew (and what it reads in about a checkpoint
+        # interval), then stopped far from its end
+        assert stalled_at + 300 < reached < end - 2000, \
+            (stalled_at - start, reached - start, end - start)
+        assert "pause" in a.log_text() and a.alive()
+
+        signal_worker(b, signal.SIGCONT)
+
+        def settled():
+            snap = latest_json(kafka_bootstrap, names.stats)
+            return all(snap.get(name, {}).get("statistics", {}).get("records")
+                       == offline[name]["records"] for name in offline)
+        wait_for(settled, timeout=120)
+        wait_for(lambda: len(control_events(kafka_bootstrap, names)) >= len(expected), 30)
+        assert "resume" in a.log_text()
+    finally:
+        for w in (a, b):
+            if w.alive():
+                signal_worker(w, signal.SIGCONT)
+                w.stop()
+    live = latest_json(kafka_bootstrap, names.stats)
+    for name in offline:
+        assert_statistics_equal(live[name]["statistics"], offline[name])
+    assert_same_control(control_events(kafka_bootstrap, names), expected)

@@ -11,16 +11,19 @@ of them to share the partitions.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import faust
+from faust.types import TP
 from confluent_kafka import KafkaException
 
 from rollguard.agents.checkpoint import CheckpointError
 from rollguard.agents.liveness import stop_for_restart
 from rollguard.agents.metrics import WorkerMetrics
 from rollguard.agents.runtime import EndOffsets, Runtime, WorkerConfig
+from rollguard.agents.skew import FrontierBoard
 from rollguard.agents.transport import RollguardApp
 from rollguard.kafka.admin import (check_copartitioned, contract_topics, ensure_topics,
                                    set_topic_configs)
@@ -101,11 +104,33 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
         broker_max_poll_records=2000,
         consumer_max_fetch_size=8 * 1024 * 1024,  # per partition; outcomes batches are large
         broker_session_timeout=config.session_timeout,
+        broker_request_timeout=max(90.0, config.session_timeout + 30.0),  # Faust: not below it
         broker_heartbeat_interval=min(3.0, config.session_timeout / 5),
         consumer_group_instance_id=config.instance_id,
     )
-    runtime = Runtime(config, end_offsets=EndOffsets(config.bootstrap))
     names, internal = config.names, config.internal
+    runtime = Runtime(config, end_offsets=EndOffsets(config.bootstrap),
+                      board=FrontierBoard(config.bootstrap, internal.frontiers))
+
+    def flow(pause: set[int], resume: set[int]) -> None:
+        # Faust drops the fetched records of a partition paused while they are in flight: a
+        # resumed partition is first sought back to what its state has not used (the join
+        # skips what it has), and only then fetches again.
+        if pause:
+            app.consumer.pause_partitions({TP(t, p) for p in pause for t in names.inputs()})
+        for p in resume:
+            asyncio.ensure_future(seek_and_resume(p, runtime.resume_at(p)))
+
+    async def seek_and_resume(partition: int, offsets: dict[str, int]) -> None:
+        try:
+            for topic, offset in offsets.items():
+                await app.consumer.seek(TP(topic, partition), offset)
+            if partition not in runtime.paused:  # not paused again meanwhile
+                app.consumer.resume_partitions({TP(t, partition) for t in offsets})
+        except Exception as exc:
+            stop_on_error(f"Resuming join partition {partition}", exc)
+    runtime.flow = flow
+    app.commit_ceiling = runtime.commit_ceiling
     inputs = app.topic(*names.inputs(), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
     outcomes = app.topic(internal.outcomes, key_type=bytes, value_type=bytes,

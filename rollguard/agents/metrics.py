@@ -59,11 +59,15 @@ class _LivenessCollector:
         yield GaugeMetricFamily(
             "rollguard_restoring", "1 while the worker restores partitions' state.",
             value=1.0 if live.restoring else 0.0)
+        yield GaugeMetricFamily(
+            "rollguard_paused_partitions",
+            "Join partitions that stopped fetching: too far ahead of the slowest in event time.",
+            value=live.partitions.get("paused", 0))
         assigned = GaugeMetricFamily(
             "rollguard_assigned_partitions", "Partitions this worker owns, by stage.",
             labels=["stage"])
-        for stage, n in sorted(live.partitions.items()):
-            assigned.add_metric([stage], n)
+        for stage in ("join", "evaluate"):
+            assigned.add_metric([stage], live.partitions.get(stage, 0))
         yield assigned
 
 

@@ -20,6 +20,7 @@ import msgspec
 
 from rollguard.agents.checkpoint import INTERNAL_MESSAGE_MAX, Checkpointer, Output, read_changelog
 from rollguard.agents.liveness import Liveness, Watchdog, liveness_path
+from rollguard.agents.skew import FrontierBoard, encode_frontier, paused, slowest
 from rollguard.decisions.evaluator import ExperimentEvaluator
 from rollguard.kafka.admin import COMPACTED, TopicSpec
 from rollguard.schemas.events import encode
@@ -33,6 +34,8 @@ log = logging.getLogger("rollguard.worker")
 
 #: records per message on the outcomes topic (a few hundred KiB)
 BATCH_RECORDS = 2000
+#: input messages between two looks at a join partition's skew (agents/skew.py)
+SKEW_CHECK_EVERY = 256
 
 _PACK = msgspec.msgpack.Encoder()
 _UNPACK = msgspec.msgpack.Decoder()
@@ -65,12 +68,18 @@ class InternalTopics:
     def eval_state(self) -> str:
         return self._name("eval-state")
 
+    @property
+    def frontiers(self) -> str:
+        """Every join partition's frontier (agents/skew.py): one message per partition."""
+        return self._name("frontiers")
+
     def specs(self, partitions: int) -> list[TopicSpec]:
         large = {"max.message.bytes": str(INTERNAL_MESSAGE_MAX)}
         return [TopicSpec(self.outcomes, partitions, dict(large)),
                 TopicSpec(self.join_state, partitions, {**COMPACTED, **large}),
                 TopicSpec(self.join_disk, partitions, {**COMPACTED, **large}),
-                TopicSpec(self.eval_state, partitions, {**COMPACTED, **large})]
+                TopicSpec(self.eval_state, partitions, {**COMPACTED, **large}),
+                TopicSpec(self.frontiers, 1, dict(COMPACTED))]
 
 
 @dataclass
@@ -86,6 +95,7 @@ class WorkerConfig:
     instance_id: str | None = None  # static group membership: a restart takes its partitions back
     session_timeout: float = 45.0   # a worker that stops heartbeating loses its partitions after
     stall_timeout: float = 120.0    # no complete checkpoint for this long: the worker stops
+    max_skew: float = 300.0         # event-time seconds a join partition may run ahead (skew.py)
     metrics_port: int | None = None  # serve Prometheus /metrics here
     metrics_host: str = "0.0.0.0"
 
@@ -132,6 +142,9 @@ class JoinTask:
             "labels": names.labels})
         self.checkpointer = Checkpointer(config.bootstrap, f"{config.app_id}-join-{partition}")
         self._sent_frontier: dict[str, float] = {}
+        self.frontier = -math.inf  # this partition's, as the last settle gave it
+        self.unchecked = 0  # input messages since the last look at the skew
+        self._published_frontier: float | None = None
         self.restore()
 
     def restore(self) -> None:
@@ -172,6 +185,7 @@ class JoinTask:
         internal, names, p = self.internal, self.config.names, self.partition
         outputs: list[Output] = []
         for name, batch in core.settle(backlogged=backlogged, quiet=quiet):
+            self.frontier = batch.frontier  # the same in every experiment's batch
             if not batch.records and not batch.stats and not batch.counters \
                     and self._sent_frontier.get(name) == batch.frontier:
                 continue  # nothing new to say
@@ -189,6 +203,10 @@ class JoinTask:
                 outputs.append(Output(internal.join_disk, b"r/" + rid.encode(),
                                       encode_entry(entry) if entry is not None else None, None, p))
         outputs.append(Output(internal.join_state, b"m", _PACK.encode(core.meta()), None, p))
+        if self.frontier != self._published_frontier:
+            outputs.append(Output(internal.frontiers, str(p).encode(),
+                                  encode_frontier(self.frontier), None, 0))
+            self._published_frontier = self.frontier
         self.checkpointer.begin(outputs)
 
     def complete(self) -> None:
@@ -385,8 +403,14 @@ class Runtime:
 
     def __init__(self, config: WorkerConfig,
                  end_offsets: Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]],
-                 liveness: Liveness | None = None) -> None:
+                 liveness: Liveness | None = None, board: FrontierBoard | None = None) -> None:
         self.config = config
+        #: every join partition's frontier, to pause partitions too far ahead (None: never)
+        self.board = board
+        #: pauses and resumes fetching input partitions: set by the Faust app
+        self.flow: Callable[[set[int], set[int]], None] = lambda pause, resume: None
+        self.paused: set[int] = set()
+        self.skew_limit = math.inf  # a join partition whose frontier passes this pauses
         self.liveness = liveness if liveness is not None else Liveness(
             liveness_path(config.data_dir, config.app_id))
         self.watchdog = Watchdog(self.liveness, config.stall_timeout)  # started by run_worker
@@ -420,12 +444,38 @@ class Runtime:
     def on_input(self, message: Any) -> None:
         task = self.join_tasks.get(message.partition) or self.join_task(message.partition)
         task.on_message(self.kind_of[message.topic], message.offset, message.key, message.value)
+        task.unchecked += 1
+        if task.unchecked >= SKEW_CHECK_EVERY:  # between checkpoints too: a catch-up is fast
+            task.unchecked = 0
+            if task.core.joiner.frontier > self.skew_limit and task.partition not in self.paused:
+                self.paused.add(task.partition)
+                self.flow({task.partition}, set())
+                log.info("join partition %d pauses: more than %.0f s of event time ahead of "
+                         "the slowest partition", task.partition, self.config.max_skew)
 
     def on_outcome(self, message: Any) -> None:
         task = self.eval_tasks.get(message.partition) or self.eval_task(message.partition)
         task.on_message(message.offset, message.key, message.value)
         if task.urgent:  # a decision: publish it now, not at the next interval
             task.checkpoint()
+
+    def commit_ceiling(self, topic: str, partition: int) -> int | None:
+        """The highest offset the consumer group may commit on ``topic[partition]``: the next
+        message the task's state has not used (None: this worker holds no state of it)."""
+        kind = self.kind_of.get(topic)
+        if kind is not None:
+            task = self.join_tasks.get(partition)
+            return None if task is None else task.core.next_offset[kind]
+        if topic == self.outcomes:
+            task = self.eval_tasks.get(partition)
+            return None if task is None else task.next_offset
+        return None
+
+    def resume_at(self, partition: int) -> dict[str, int]:
+        """Where each input topic of a paused join partition must be read again from: the
+        next message its state has not used (Faust drops what was in flight at the pause)."""
+        core = self.join_tasks[partition].core
+        return {self.topic_of[kind]: core.next_offset[kind] for kind in INPUT_KINDS}
 
     # -- assignment -------------------------------------------------------------------------
     def assigned(self, tps: Any) -> None:
@@ -452,10 +502,12 @@ class Runtime:
                 self.eval_tasks if tp.topic == self.outcomes else None
             if tasks is not None and tp.partition in tasks:
                 tasks.pop(tp.partition).close()
+        self.paused &= set(self.join_tasks)
         self._count_partitions()
 
     def _count_partitions(self) -> None:
-        self.liveness.partitions = {"join": len(self.join_tasks), "evaluate": len(self.eval_tasks)}
+        self.liveness.partitions = {"join": len(self.join_tasks), "evaluate": len(self.eval_tasks),
+                                    "paused": len(self.paused)}
 
     # -- checkpoints ----------------------------------------------------------------------
     def checkpoint(self, *, final: bool = False) -> None:
@@ -477,6 +529,27 @@ class Runtime:
         problem = getattr(self.end_offsets, "unknown", None) if tasks else None
         self.liveness.checkpointed(self.last_checkpoint_s, problem)
         self.on_checkpoint(self.last_checkpoint_s)
+        if self.board is not None:
+            self.limit_skew()
+
+    def limit_skew(self) -> None:
+        """Pause the join partitions too far ahead of the slowest one; resume the others
+        (agents/skew.py). Paused again at every checkpoint: Faust may resume partitions
+        after a rebalance."""
+        own = {p: task.frontier for p, task in self.join_tasks.items()}
+        everyone = {**self.board.read(), **own}  # our own frontiers are the freshest
+        self.skew_limit = slowest(everyone) + self.config.max_skew
+        pause = paused(own, slowest(everyone), self.config.max_skew)
+        resume = self.paused - pause
+        if pause - self.paused:
+            log.info("join partitions %s pause: more than %.0f s of event time ahead of the "
+                     "slowest partition (at %.0f); they wait in Kafka until it catches up",
+                     sorted(pause - self.paused), self.config.max_skew, slowest(everyone))
+        if resume:
+            log.info("join partitions %s resume", sorted(resume))
+        self.flow(pause, resume)
+        self.paused = pause
+        self._count_partitions()
 
     def commit(self, staged: list[JoinTask | EvalTask]) -> None:
         """Commit the staged partitions' transactions side by side.
@@ -497,3 +570,5 @@ class Runtime:
                 task.close()
             tasks.clear()
         self._io.shutdown(wait=True)
+        if self.board is not None:
+            self.board.close()

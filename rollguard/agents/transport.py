@@ -68,6 +68,29 @@ class ReadCommittedConsumer(driver.Consumer):
     def _new_consumer_thread(self) -> ReadCommittedConsumerThread:
         return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def _filter_committable_offsets(self, tps: Any) -> dict:
+        """Faust's offsets to commit, none beyond what the worker's state covers.
+
+        Faust commits the offset after the last message it *acked*, and counts as acked any
+        gap it saw in a partition's offsets: records it fetched but dropped (it drops those
+        of a partition paused while they were in flight) are then committed as if used. The
+        worker's own checkpoint knows which input it has used: ``app.commit_ceiling(tp)``
+        (the next offset the last checkpoint covers, or None for a partition the worker
+        holds no state of) caps every offset, so the group's offsets never pass the state.
+        """
+        offsets = super()._filter_committable_offsets(tps)
+        ceiling = getattr(self.app, "commit_ceiling", None)
+        if ceiling is None:
+            return offsets
+        capped = {}
+        for tp, offset in offsets.items():
+            limit = ceiling(tp.topic, tp.partition)
+            if limit is not None:
+                offset = min(offset, limit)
+                if self._should_commit(tp, offset):
+                    capped[tp] = offset
+        return capped
+
 
 class ReadCommittedTransport(driver.Transport):
     Consumer = ReadCommittedConsumer
