@@ -115,6 +115,40 @@ class Liveness:
             log.warning("The liveness file %s could not be written (%s).", self.path, exc)
 
 
+class Progress:
+    """Whether a partition with unread input reads any of it.
+
+    A worker whose checkpoints commit can still have stopped deciding: a partition with
+    unread input that never gets any (its records dropped, its fetches stuck) holds the
+    join's watermark, and every decision, back. :meth:`stalled_for` tells how long.
+
+    >>> now = [0.0]
+    >>> progress = Progress(clock=lambda: now[0])
+    >>> progress.stalled_for(read=10, waiting=True)
+    0.0
+    >>> now[0] = 30.0
+    >>> progress.stalled_for(read=10, waiting=True)     # input waits, none read for 30 s
+    30.0
+    >>> progress.stalled_for(read=12, waiting=True)     # it read some
+    0.0
+    >>> now[0] = 90.0
+    >>> progress.stalled_for(read=12, waiting=False)    # nothing to read (or paused): fine
+    0.0
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._read = -1
+        self._since = clock()
+
+    def stalled_for(self, read: int, waiting: bool) -> float:
+        """Seconds since ``read`` (messages read so far) last grew while input was waiting."""
+        now = self.clock()
+        if read != self._read or not waiting:
+            self._read, self._since = read, now
+        return now - self._since
+
+
 def liveness_path(data_dir: Path, app_id: str) -> Path:
     """Where a worker with this data directory and app id keeps its liveness file.
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import msgspec
 
 from rollguard.agents.checkpoint import INTERNAL_MESSAGE_MAX, Checkpointer, Output, read_changelog
-from rollguard.agents.liveness import Liveness, Watchdog, liveness_path
+from rollguard.agents.liveness import Liveness, Progress, Watchdog, liveness_path
 from rollguard.agents.skew import FrontierBoard, encode_frontier, paused, slowest
 from rollguard.decisions.evaluator import ExperimentEvaluator
 from rollguard.kafka.admin import COMPACTED, TopicSpec
@@ -144,6 +144,7 @@ class JoinTask:
         self._sent_frontier: dict[str, float] = {}
         self.frontier = -math.inf  # this partition's, as the last settle gave it
         self.unchecked = 0  # input messages since the last look at the skew
+        self.progress = Progress()
         self._published_frontier: float | None = None
         self.restore()
 
@@ -515,9 +516,14 @@ class Runtime:
         tasks = list(self.join_tasks.items())
         ends = self.end_offsets([(self.topic_of[k], p) for p, _ in tasks for k in INPUT_KINDS])
         staged: list[JoinTask | EvalTask] = []
+        stuck = []
         for p, task in tasks:
             backlogged = {kind for kind in INPUT_KINDS
                           if ends.get((self.topic_of[kind], p), math.inf) > task.core.next_offset[kind]}
+            waiting = bool(backlogged) and p not in self.paused
+            if task.progress.stalled_for(sum(task.core.next_offset.values()), waiting) \
+                    > self.config.stall_timeout / 2:
+                stuck.append(p)
             task.stage(backlogged)
             staged.append(task)
         for eval_task in list(self.eval_tasks.values()):
@@ -526,7 +532,11 @@ class Runtime:
         self.commit(staged)
         self.last_checkpoint_s = time.perf_counter() - began
         # complete only if the join knew where its input ends (else it may hold records back)
+        # and every partition with unread input read some lately
         problem = getattr(self.end_offsets, "unknown", None) if tasks else None
+        if stuck and problem is None:
+            problem = (f"join partitions {stuck} have unread input but read none for more "
+                       f"than {self.config.stall_timeout / 2:.0f} s")
         self.liveness.checkpointed(self.last_checkpoint_s, problem)
         self.on_checkpoint(self.last_checkpoint_s)
         if self.board is not None:
