@@ -95,6 +95,8 @@ SETTLE_S = 15.0                # group part: no change of the snapshots this lon
 #: where the workers run from (--worker-ref: an export of a commit, to measure it alone)
 WORKER_ROOT = ROOT
 WORKER_REF: tuple[str, str] | None = None
+#: what a saved run (--render-from) says about its tree, in place of looking at it
+RENDERED: dict = {}
 
 
 # -- /proc ----------------------------------------------------------------------------------
@@ -164,6 +166,45 @@ def vm_hwm(pid: int | str = "self") -> int:
 def loadavg() -> tuple[float, float, float]:
     a, b, c = Path("/proc/loadavg").read_text().split()[:3]
     return float(a), float(b), float(c)
+
+
+class LoadWatch:
+    """Samples the 1-minute load and looks for other people's Kafka tests and workers (pytest,
+    ``rollguard.cli worker`` processes that are not this script's) every 5 s, in a thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.max_load = 0.0
+        self.samples = self.foreign_samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _foreign(self) -> bool:
+        mine = set(descendants(os.getpid())) | {os.getpid()}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in mine:
+                try:
+                    cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"pytest" in cmd or b"rollguard.cli\x00worker" in cmd:
+                    return True
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(5.0):
+            self.samples += 1
+            self.max_load = max(self.max_load, loadavg()[0])
+            self.foreign_samples += self._foreign()
+
+    def __enter__(self) -> "LoadWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def wait_quiet(limit: float = 0.7, every: float = 30.0, at_most: float = 720.0) -> dict:
@@ -882,6 +923,8 @@ def skew_limit() -> float | None:
     partition may run ahead, if its tree has one), else None."""
     import re
 
+    if "skew_limit" in RENDERED:  # re-rendering a saved run
+        return RENDERED["skew_limit"]
     try:
         source = (WORKER_ROOT / "rollguard" / "agents" / "runtime.py").read_text()
     except OSError:
@@ -892,9 +935,11 @@ def skew_limit() -> float | None:
 
 def tree_state() -> str:
     """HEAD and the uncommitted files under rollguard/ (the tree changes while we measure)."""
+    if "tree" in RENDERED:
+        return RENDERED["tree"]
     if WORKER_REF:
-        return (f"the workers ran `{WORKER_REF[0]}` = {WORKER_REF[1]}, exported with `git "
-                "archive` (uncommitted changes of the working tree are NOT in these figures)")
+        return (f"the workers ran `{WORKER_REF[0]}` = {WORKER_REF[1]} (exported with `git "
+                "archive`; uncommitted changes of the working tree are NOT in these figures)")
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
                               capture_output=True, text=True, timeout=20).stdout.strip()
@@ -985,6 +1030,20 @@ def render_group(g: dict) -> list[str]:
                          f"{rest / total * 1000:.2f} s per 1k events after it")
     if parts:
         lines.append("Worker CPU seconds: " + "; ".join(parts) + ".")
+        lines.append("")
+    done = [r for r in runs if r.get("wall_s") and r.get("cpu_total_s")]
+    if len(done) > 1 and base in done:
+        ratios = [r["cpu_total_s"] / base["cpu_total_s"] for r in done[1:]]
+        speed = [base["wall_s"] / r["wall_s"] for r in done[1:]]
+        lines.append(
+            f"Reading: the workers and the broker share 2 cores, so events/s can grow only "
+            f"until the machine is busy (here {', '.join(f'{x:.2f}×' for x in speed)} with "
+            f"{', '.join(str(r['workers']) for r in done[1:])} workers); CPU seconds per event, "
+            f"which is what more machines would each pay, stay within "
+            f"{max(abs(x - 1) for x in ratios):.0%} of one worker's "
+            f"({', '.join(f'{x:.2f}×' for x in ratios)}): a group of workers costs little more "
+            "than one (each its own consumer, checkpoint transactions, and a rebalance or two at "
+            "the start).")
         lines.append("")
     # correctness
     want = stream["records"]
@@ -1167,7 +1226,7 @@ def render_skew(k: dict) -> list[str]:
     if per_hour and msg_pr and heap_pr:
         rec_per_event = ph["ahead"]["records"] / ph["ahead"]["events"]
         lines.append(
-            ("**Unbounded without the limit** (as committed at HEAD; `max_skew = inf` here)"
+            ("**Unbounded without the limit** (`max_skew = inf`, as before the limit existed)"
              if k.get("max_skew") == math.inf else "**Unbounded today**")
             + ": the reorder buffer holds every record of the partitions that "
             f"are ahead until the lagging ones' frontier passes it, so it grows with rate × skew "
@@ -1235,21 +1294,55 @@ def render_skew_compare(skew: dict) -> list[str]:
                     "longest checkpoint ms", "input events of 0-2 read at the peak / produced",
                     "catch-up after resuming 3-5, s"], rows), ""]
     lim = skew.get("limit") or {}
-    if lim.get("after"):
-        a = lim["after"]
+    free = skew.get("unlimited") or {}
+    if lim.get("peak"):
+        peak, limit_s = lim["peak"], skew_limit() or 0.0
+        heaps = free.get("heap") or {}
+        recs = sum(h["records"] for h in heaps.values())
+        heap_pr = sum(h["heap_bytes"] for h in heaps.values()) / recs if recs else None
+        over = peak["skew_s"] - limit_s
         lines.append(
-            f"With the limit, after resuming 3-5: merged {a['merged']:,} / "
-            f"{lim['expected_records']:,} records, buffered {a['buffered']:,}.")
+            f"With the limit the buffer held {peak['buffered']:,} records spanning "
+            f"{peak['skew_s'] / 60:.1f} min of event time for max_skew = {limit_s / 60:.0f} min"
+            + (f": pauses are decided at checkpoints (every 1 s) and a partition reads on "
+               f"until then, here ≈ {over / 60:.1f} min of event time past the limit"
+               if over > 0 else "")
+            + "; the rest of 0-2 waited in Kafka (paused by the worker). Its memory is the same "
+            "per buffered record" + (f" (≈ {heap_pr:,.0f} B of heap)" if heap_pr else "")
+            + ", so it is bounded by rate × (max_skew + what one checkpoint interval reads), "
+            "whatever the lag.")
+        history = lim.get("history") or []
+        if history:
+            most = max(history, key=lambda h: h["buffered"])
+            widest = max(h["skew_s"] for h in history)
+            largest = max(max(h["eval_state"]["largest"].values(), default=0) for h in history)
+            lines.append(
+                f"Over the whole run, catch-up included (3-5 reading their backlog while 0-2 "
+                f"are paused and resumed in turn): at most {most['buffered']:,} records buffered, "
+                f"a span of at most {widest / 60:.1f} min, eval-state messages of at most "
+                f"{largest / 2**20:.2f} MiB.")
+        if lim.get("after"):
+            a = lim["after"]
+            lines.append(
+                f"After resuming 3-5: merged {a['merged']:,} / {lim['expected_records']:,} "
+                f"records, buffered {a['buffered']:,}"
+                + (" — **records missing**" if a["merged"] < lim["expected_records"] else
+                   " (nothing lost)") + f"; the catch-up took {a['s']:.1f} s against "
+                f"{(free.get('after') or {}).get('s', float('nan')):.1f} s without the limit "
+                "(0-2 now had their rest to read too).")
+        elif lim.get("error"):
+            lines.append(f"After resuming 3-5: **{lim['error']}**.")
         lines.append("")
     return lines
 
 
 def render(args, group: dict | None, skew: dict | None, load_before: dict | None,
-           load_after: tuple | None, elapsed: float) -> str:
+           load_after: tuple | None, elapsed: float, watch: LoadWatch | None = None) -> str:
     cmd = "python bench/bench_scaleout.py" + (" --quick" if args.quick else "") + \
         (f" --events {args.events}" if args.events else "") + \
         (f" --skew-events {args.skew_events}" if args.skew_events else "") + \
-        (f" --part {args.part}" if args.part != "all" else "")
+        (f" --part {args.part}" if args.part != "all" else "") + \
+        (f" --worker-ref {args.worker_ref}" if getattr(args, "worker_ref", None) else "")
     lines = [f"Command: `{cmd}` (from the repository root with `.venv`), {elapsed / 60:.1f} min "
              f"in all. Machine: {machine_line()}; a single local KRaft broker on the same cores. "
              f"Tree measured: {tree_state()}."]
@@ -1263,7 +1356,12 @@ def render(args, group: dict | None, skew: dict | None, load_before: dict | None
             + ("" if load_before["quiet"] else " — **the machine did not get quiet within 12 "
                "min; figures taken anyway**")
             + (f"; after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} (this "
-               "run's own load included)." if load_after else "."))
+               "run's own load included)" if load_after else "")
+            + (f"; highest 1-minute load during the run {watch.max_load:.2f}; other Kafka tests "
+               "or workers (pytest, `rollguard.cli worker` not started by this script) running "
+               f"in {watch.foreign_samples} of {watch.samples} 5-second samples"
+               + (" — **the figures share the machine with them**" if watch.foreign_samples
+                  else "") if watch and watch.samples else "") + ".")
     lines.append("")
     if group:
         lines.append("### 1, 2 and 3 workers in one consumer group")
@@ -1275,10 +1373,11 @@ def render(args, group: dict | None, skew: dict | None, load_before: dict | None
         unlimited = skew.get("unlimited")
         if unlimited and unlimited.get("max_skew") == math.inf:
             lines.append(
-                f"The working tree has an event-time limit (`--max-skew`, default "
+                f"The measured tree has an event-time limit (`--max-skew`, default "
                 f"{skew_limit():.0f} s: join partitions that run further ahead of the slowest "
-                "pause, agents/skew.py). First the worker WITHOUT it (`max_skew = inf`, the "
-                "behaviour of the committed HEAD), then with the default.")
+                "pause, agents/skew.py). First the worker WITHOUT it (`max_skew = inf`: what "
+                "the buffer costs when nothing bounds it, as before the limit), then with the "
+                "default.")
             lines.append("")
         if unlimited:
             lines += render_skew(unlimited)
@@ -1299,6 +1398,7 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--workers", default="1,2,3", help=argparse.SUPPRESS)
     ap.add_argument("--worker-args", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--render-from", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-ref", default=None,
                     help="run the workers from this commit (git archive into a temporary "
                          "directory) instead of the working tree, e.g. HEAD")
@@ -1308,6 +1408,18 @@ def main() -> None:
     args = ap.parse_args()
     if args.child == "skew":
         child_skew(args)
+        return
+    if args.render_from:  # the report of a saved run again (after a change of render only)
+        from types import SimpleNamespace
+
+        raw = json.loads(Path(args.render_from).read_text())
+        RENDERED.update(skew_limit=raw["skew_limit"], tree=raw["tree"])
+        report = render(SimpleNamespace(**raw["args"]), raw["group"], raw["skew"],
+                        raw["load_before"], raw["load_after"], raw["elapsed"],
+                        SimpleNamespace(**raw["watch"]))
+        print(report)
+        if not raw["args"]["quick"] and not args.no_results:
+            write_section("Scale-out", report)
         return
 
     global WORKER_ROOT, WORKER_REF
@@ -1320,8 +1432,10 @@ def main() -> None:
         described = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s",
                                     args.worker_ref], capture_output=True, text=True,
                                    timeout=20).stdout.strip()
-        WORKER_REF = (args.worker_ref, described[:100])
-        log(f"workers run from {WORKER_ROOT}: {described[:100]}")
+        if len(described) > 80:
+            described = described[:80].rsplit(" ", 1)[0] + " …"
+        WORKER_REF = (args.worker_ref, described)
+        log(f"workers run from {WORKER_ROOT}: {described}")
     n_group = args.events or (30_000 if args.quick else 300_000)
     n_skew = args.skew_events or (30_000 if args.quick else 300_000)
     load_before = None
@@ -1335,7 +1449,7 @@ def main() -> None:
     exp_file = out_dir / "experiments.yaml"
     exp_file.write_text(EXPERIMENTS)
     group = skew = None
-    with broker() as bootstrap:
+    with LoadWatch() as watch, broker() as bootstrap:
         if args.part in ("group", "all"):
             group = part_group(bootstrap, exp_file, out_dir, n_group, args.quick,
                                [int(x) for x in args.workers.split(",")],
@@ -1346,8 +1460,15 @@ def main() -> None:
             if skew_limit() is not None:
                 skew["limit"] = part_skew(bootstrap, exp_file, out_dir, n_skew, "limit", None)
     load_after = loadavg()
-    (out_dir / "raw.json").write_text(json.dumps({"group": group, "skew": skew}, default=str))
-    report = render(args, group, skew, load_before, load_after, time.monotonic() - began)
+    elapsed = time.monotonic() - began
+    raw = {"group": group, "skew": skew, "load_before": load_before, "load_after": load_after,
+           "watch": {"max_load": watch.max_load, "samples": watch.samples,
+                     "foreign_samples": watch.foreign_samples},
+           "elapsed": elapsed, "skew_limit": skew_limit(), "tree": tree_state(),
+           "args": {k: getattr(args, k) for k in ("quick", "events", "skew_events", "part",
+                                                   "worker_ref")}}
+    (out_dir / "raw.json").write_text(json.dumps(raw, default=str))
+    report = render(args, group, skew, load_before, load_after, elapsed, watch)
     print(report)
     if not args.quick and not args.no_results:
         write_section("Scale-out", report)
