@@ -300,6 +300,23 @@ class StatsReader:
         self.consumer.close()
 
 
+def _wait_or_kill(child, timeout: float, began: float) -> tuple[int | None, float]:
+    """Wait for ``child.proc`` (asked to stop) up to ``timeout``, else SIGKILL its group;
+    close its log handle; (exit code, seconds since ``began``)."""
+    try:
+        code = child.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        code = child.proc.wait(10)
+    if child.handle is not None:
+        child.handle.close()
+        child.handle = None
+    return code, time.monotonic() - began
+
+
 class WorkerProc:
     """``python -m rollguard.cli worker`` in its own session, as a user runs it."""
 
@@ -336,18 +353,7 @@ class WorkerProc:
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            code = self.proc.wait(10)
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-        return code, time.monotonic() - began
+        return _wait_or_kill(self, timeout, began)
 
     def liveness(self) -> dict:
         try:
@@ -710,18 +716,7 @@ class SkewChild:
             return None, 0.0
         if self.alive():
             self.command("stop")
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            code = self.proc.wait(10)
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-        return code, time.monotonic() - began
+        return _wait_or_kill(self, timeout, began)
 
     def history(self) -> list[dict]:
         try:

@@ -99,6 +99,17 @@ class PacedProducer:
         assert self.producer.flush(180) == 0, "every event reached the broker"
 
 
+def wait_settled(bootstrap: str, names: TopicNames, offline: dict, expected: list,
+                 timeout: float = 120) -> None:
+    """Until the stats topic counts every record replay counts and every decision is out."""
+    def settled():
+        snap = latest_json(bootstrap, names.stats)
+        return all(snap.get(name, {}).get("statistics", {}).get("records")
+                   == offline[name]["records"] for name in offline)
+    wait_for(settled, timeout=timeout)
+    wait_for(lambda: len(control_events(bootstrap, names)) >= len(expected), timeout=30)
+
+
 def kill_broker(broker: LocalBroker) -> None:
     """SIGKILL: no goodbye, no flush."""
     info = broker.status()
@@ -165,12 +176,7 @@ def test_a_broker_killed_and_restarted_mid_stream_loses_nothing_and_stops_nothin
         producer.produce(events[half + 500:])
         producer.flush()
 
-        def settled():
-            snap = latest_json(bootstrap, names.stats)
-            return all(snap.get(name, {}).get("statistics", {}).get("records")
-                       == offline[name]["records"] for name in offline)
-        wait_for(settled, timeout=120)
-        wait_for(lambda: len(control_events(bootstrap, names)) >= len(expected), timeout=30)
+        wait_settled(bootstrap, names, offline, expected)
         assert worker.alive(), "the worker rode out the restart"
         assert metric(port, "rollguard_checkpoint_age_seconds") < 10
         checked = health(data_dir, app_id)
@@ -333,13 +339,7 @@ def run_on_cluster(cluster, tmp_path, disturb) -> tuple[WorkerProcess, RouterWat
             disturb(cluster, app_id)
             feeding.join()
             producer.flush()
-
-            def settled():
-                snap = latest_json(bootstrap, names.stats)
-                return all(snap.get(name, {}).get("statistics", {}).get("records")
-                           == offline[name]["records"] for name in offline)
-            wait_for(settled, timeout=120)
-            wait_for(lambda: len(control_events(bootstrap, names)) >= len(expected), 30)
+            wait_settled(bootstrap, names, offline, expected)
             assert worker.alive(), "the worker went on"
             assert health(data_dir, app_id).returncode == 0
             assert worker.stop() == 0, worker.log_text()[-3000:]
@@ -465,13 +465,7 @@ def test_a_partition_far_ahead_of_a_stalled_one_waits_in_kafka(kafka_bootstrap, 
         assert "pause" in a.log_text() and a.alive()
 
         signal_worker(b, signal.SIGCONT)
-
-        def settled():
-            snap = latest_json(kafka_bootstrap, names.stats)
-            return all(snap.get(name, {}).get("statistics", {}).get("records")
-                       == offline[name]["records"] for name in offline)
-        wait_for(settled, timeout=120)
-        wait_for(lambda: len(control_events(kafka_bootstrap, names)) >= len(expected), 30)
+        wait_settled(kafka_bootstrap, names, offline, expected)
         assert "resume" in a.log_text()
     finally:
         for w in (a, b):
