@@ -196,8 +196,15 @@ def schemas_export(directory: Path = typer.Argument(..., help="Where to write th
     same definitions the parsers use)."""
     from rollguard.schemas import export_json_schemas
 
-    for path in export_json_schemas(directory):
-        out.print(str(path))
+    if directory.exists() and not directory.is_dir():
+        fail(f"{directory} is a file, not a directory: give a directory to write the schemas "
+             "into (it is created if missing).")
+    try:
+        for path in export_json_schemas(directory):
+            out.print(str(path))
+    except OSError as exc:
+        fail(f"The schemas could not be written to {directory} ({exc.strerror}): give a "
+             "directory you can write to.")
 
 
 @app.command("check")
@@ -210,6 +217,7 @@ def check(bootstrap: Optional[str] = typer.Option(
 
     from rich.table import Table
 
+    from rollguard.kafka.clients import BrokerUnreachable, require_broker
     from rollguard.kafka.local import BrokerError, LocalBroker
     from rollguard.kafka.roundtrip import round_trip
     from rollguard.schemas import Invalid, encode
@@ -226,9 +234,12 @@ def check(bootstrap: Optional[str] = typer.Option(
                   "stop it with `rollguard kafka stop`).")
     names = TopicNames(f"check-{uuid.uuid4().hex[:8]}.")
     try:
+        require_broker(bootstrap)
         trips = round_trip(bootstrap, names)
+    except BrokerUnreachable as exc:
+        fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - any failure: say it in one sentence
-        fail(f"The round trip through {bootstrap} failed ({exc}): check `rollguard kafka status`.")
+        fail(f"The round trip through {bootstrap} failed: {str(exc).rstrip('.')}.")
     table = Table(title=f"Round trip through {bootstrap} (topics {names.prefix}*)")
     table.add_column("kind")
     table.add_column("sent → received (JSON)", overflow="fold")
@@ -340,6 +351,7 @@ def worker(
 ) -> None:
     """Run the Faust worker: join, statistics, sequential tests, control events."""
     from rollguard.agents.app import build_app, prepare_topics, run_worker, serve_metrics
+    from rollguard.kafka.clients import BrokerUnreachable, require_broker
     from rollguard.agents.runtime import WorkerConfig
     from rollguard.kafka.admin import TopicError
     from rollguard.streams.topics import TopicNames
@@ -355,8 +367,9 @@ def worker(
                           metrics_port=metrics_port,
                           metrics_host=metrics_host)
     try:
+        require_broker(config.bootstrap)
         config.partitions = prepare_topics(config)
-    except TopicError as exc:
+    except (BrokerUnreachable, TopicError) as exc:
         fail(str(exc))
     app_, runtime = build_app(config)
     if metrics_port is not None:
@@ -388,7 +401,7 @@ def health(
 @app.command("replay")
 def replay(
     experiment_files: list[Path] = typer.Argument(..., help="YAML or JSON experiment files."),
-    events: Optional[Path] = typer.Option(None, "--events", help="A .jsonl replay file (EVENTS.md)."),
+    events: Optional[Path] = typer.Option(None, "--events", help="A .jsonl replay file (docs/events.md)."),
     from_kafka: bool = typer.Option(False, "--from-kafka", help="Read the input topics instead."),
     since: Optional[float] = typer.Option(None, help="--from-kafka: first event time (epoch s)."),
     until: Optional[float] = typer.Option(None, help="--from-kafka: last event time (epoch s)."),
@@ -415,9 +428,20 @@ def replay(
             fail(f"Replay file {events} does not exist: give the path of a .jsonl file.")
         engine.run_lines(read_lines(events), on_event=emit)
     else:
+        from confluent_kafka import KafkaException
+
+        from rollguard.kafka.clients import BrokerUnreachable, require_broker
         from rollguard.streams.topics import TopicNames
 
-        run_from_kafka(engine, bootstrap_or_default(bootstrap), TopicNames(prefix), since, until, emit)
+        broker = bootstrap_or_default(bootstrap)
+        try:
+            require_broker(broker)
+            run_from_kafka(engine, broker, TopicNames(prefix), since, until, emit)
+        except BrokerUnreachable as exc:
+            fail(str(exc))
+        except KafkaException as exc:
+            fail(f"Reading the input topics from {broker} failed ({exc.args[0].str()}): check "
+                 "the broker (`rollguard kafka status`) and try again.")
 
 
 @app.command("demo")

@@ -2,7 +2,7 @@
 
 The pure core without a broker: the same :class:`~rollguard.streams.partition.JoinPartition`
 and :class:`~rollguard.decisions.evaluator.ExperimentEvaluator` the live worker runs, fed
-from a replay file (EVENTS.md, "Replay files") or from a range of the input topics. For the
+from a replay file (docs/events.md, "Replay files") or from a range of the input topics. For the
 same events it gives the same control events (action, seq, reason, evidence) as the worker.
 
 >>> from rollguard.schemas import parse_experiments

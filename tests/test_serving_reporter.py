@@ -203,3 +203,25 @@ def test_a_missing_topic_is_a_reported_failure_never_auto_created(kafka_bootstra
     assert "unknown topic" in failures[0].reason.lower()
     topics = admin_client(kafka_bootstrap).list_topics(timeout=10).topics
     assert f"{topic_prefix}labels" not in topics
+
+
+def test_a_request_id_that_is_not_a_string_is_refused(offline_reporter):
+    with pytest.raises(ValueError, match="request_id"):
+        offline_reporter.report_request("churn-v7", 12345)
+
+
+@pytest.mark.kafka
+def test_a_uuid_request_id_is_reported_as_its_string(kafka_bootstrap, topic_prefix):
+    import uuid
+
+    names = TopicNames(topic_prefix)
+    create_contract_topics(kafka_bootstrap, names, partitions=3)
+    rid = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    with Reporter(kafka_bootstrap, topic_prefix=topic_prefix) as reporter:
+        assert reporter.report_request("churn-v7", rid, ts=TS)
+        assert reporter.report_label(rid, label=True, ts=TS + 1)
+    [request] = read_back(kafka_bootstrap, names.requests, 1)
+    [label] = read_back(kafka_bootstrap, names.labels, 1)
+    for message in (request, label):
+        assert message.key() == str(rid).encode()
+        assert json.loads(message.value())["request_id"] == str(rid)

@@ -1,4 +1,4 @@
-"""The policy of one experiment: ordered records in, control events out (DESIGN.md, Decisions).
+"""The policy of one experiment: ordered records in, control events out (docs/design.md).
 
 For the primary metric, Δ = candidate − champion of a per-request score (−loss), with an
 anytime-valid confidence sequence [L, U] at the candidate's level (the experiment's α,
@@ -148,7 +148,7 @@ class Track:
 
 
 class Policy:
-    """The state machine of one experiment, for every mode of DESIGN.md."""
+    """The state machine of one experiment, for every mode of docs/design.md."""
 
     def __init__(self, experiment: Any) -> None:
         exp = self.experiment = experiment

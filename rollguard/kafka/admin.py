@@ -33,7 +33,8 @@ COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
 
 
 def contract_topics(names: TopicNames, partitions: int = 6) -> list[TopicSpec]:
-    """The topics of EVENTS.md: inputs with ``partitions`` each, control and stats compacted."""
+    """The contract's topics (docs/events.md): inputs with ``partitions`` each, control and
+    stats compacted."""
     if partitions < 1:
         raise TopicError(f"partitions must be at least 1, got {partitions}.")
     return [

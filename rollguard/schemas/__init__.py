@@ -1,4 +1,4 @@
-"""The event contract (EVENTS.md) and the experiment definition, validated once at the edge.
+"""The event contract (docs/events.md) and the experiment definition, validated once at the edge.
 
 >>> from rollguard.schemas import decode_label, Invalid
 >>> decode_label(b'{"request_id": "r1", "ts": 1700000000.5, "label": true}')

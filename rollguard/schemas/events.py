@@ -1,4 +1,4 @@
-"""The events of the contract (``docs/EVENTS.md``): parsed and validated once, at the edge.
+"""The events of the contract (``docs/events.md``): parsed and validated once, at the edge.
 
 Every decoder takes the bytes of one Kafka message value (or one replay line) and returns
 the event, or an :class:`Invalid` whose ``reason`` is one sentence naming the kind of

@@ -1,4 +1,4 @@
-"""The sticky assignment rule of EVENTS.md: which arm serves a unit, the same in every language.
+"""The sticky assignment rule (docs/events.md): which arm serves a unit, in every language.
 
 A unit's *bucket* is the first 8 bytes of SHA-256 over the UTF-8 bytes of
 ``experiment + "/" + unit``, read as a big-endian unsigned integer: an integer in

@@ -49,7 +49,7 @@ class DeliveryFailure(NamedTuple):
     retriable: bool = False
 
 
-# -- the events (EVENTS.md): rollguard.schemas builds them; a report is checked as rollguard
+# -- the events (docs/events.md): rollguard.schemas builds them; a report is checked as rollguard
 # will decode it, so a bad one fails here, in the service's tests, not in the dead-letter topic.
 
 _PLAIN_TYPES = (str, int, float, bool)
@@ -222,7 +222,7 @@ class Reporter:
         self.close()
 
     def _produce(self, topic: str, request_id: str, value: bytes) -> bool:
-        key = request_id.encode()
+        key = str(request_id).encode()  # a uuid.UUID passed the schema as its string
         try:
             self._producer.produce(topic, value, key)
         except BufferError:

@@ -88,7 +88,7 @@ class ExperimentState:
 
     @classmethod
     def from_event(cls, event: Any, applied_at: float | None = None) -> ExperimentState:
-        """From a decoded control event (any object with the fields of EVENTS.md)."""
+        """From a decoded control event (any object with the fields of docs/events.md)."""
         return cls(
             experiment=event.experiment, seq=event.seq, ts=event.ts, action=event.action,
             mode=event.mode, champion=event.champion,
@@ -189,7 +189,7 @@ class Router:
               request_id: str | None = None) -> Route:
         """The arm serving ``unit`` (or, with no unit, ``request_id``) and the arms to shadow.
 
-        Sticky and deterministic by EVENTS.md's assignment rule; no lock, no network call.
+        Sticky and deterministic by the assignment rule of docs/events.md; no lock, no network call.
         """
         table = self._tables.get(experiment)
         if table is None:

@@ -2,7 +2,7 @@
 
 Two stores share one interface. :class:`MemoryStore` keeps entries in a dict (labels that
 arrive within seconds or minutes). :class:`DiskStore` keeps them in RocksDB through
-``rocksdict`` with a small write-back cache (labels that take months: DESIGN.md). Both track
+``rocksdict`` with a small write-back cache (labels that take months: docs/design.md). Both track
 what changed since the last checkpoint (``drain_dirty``), so durability is paid once per
 checkpoint and per changed request, never per event, and both expire entries by event time.
 

@@ -1,6 +1,6 @@
 """Drift references from a file: ``reference: {file: requests.jsonl}`` in an experiment.
 
-The file holds requests, one JSON object per line (EVENTS.md ``requests``), and may also hold
+The file holds requests, one JSON object per line (docs/events.md ``requests``), and may also hold
 predictions when its lines carry ``"topic"`` as a replay file does. Numeric request features
 become the feature-drift reference, and each arm's prediction scores its score-drift
 reference. The file is the user's own: a bad line stops with one sentence naming the file

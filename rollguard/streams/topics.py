@@ -1,4 +1,4 @@
-"""Topic names of the event contract (EVENTS.md) and rollguard's internal topics.
+"""Topic names of the event contract (docs/events.md) and rollguard's internal topics.
 
 Every name starts with a prefix, ``rollguard.`` by default, configurable with
 ``ROLLGUARD_TOPIC_PREFIX`` (give the trailing separator yourself):
@@ -37,7 +37,7 @@ class TopicNames:
         if self.prefix is None:
             object.__setattr__(self, "prefix", default_prefix())
 
-    # the contract (EVENTS.md)
+    # the contract (docs/events.md)
     @property
     def requests(self) -> str:
         return f"{self.prefix}requests"

@@ -14,7 +14,7 @@ where it stays below 2/α is, at every time at once, a (1−α/2) lower bound; t
     lower_t = Σλ_i y_i / Σλ_i − (log(2/α) + Σ (y_i − c_{i−1})² ψ_E(λ_i)) / Σλ_i
 
 The variance term uses the squared deviations actually observed, so the width follows the
-observed variance, not the worst case ¼ (DESIGN.md: a worst-case bound decides far too late).
+observed variance, not the worst case ¼ (docs/design.md: a worst-case bound decides far too late).
 
 Choices (each keeps validity; only efficiency depends on them):
 

@@ -1,7 +1,7 @@
 """Several candidates at once (A/B/C…): control the family-wise error across them.
 
 Bonferroni over time-uniform guarantees. Give each of the k candidate-vs-champion comparisons
-level α/k — its primary confidence sequence *and* its guardrails (DESIGN.md: guardrails are
+level α/k — its primary confidence sequence *and* its guardrails (docs/design.md: guardrails are
 tested at the same α as the primary metric). Each comparison's sequence misses, at any time
 at all, with chance ≤ α/k, so by the union bound
 
