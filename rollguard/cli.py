@@ -15,11 +15,15 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+HELP = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings=HELP,
                   help="rollguard: safe rollouts of ML models on live traffic.")
-kafka_app = typer.Typer(no_args_is_help=True, help="A local Apache Kafka broker (KRaft, no Docker).")
-topics_app = typer.Typer(no_args_is_help=True, help="Create rollguard's topics.")
-schemas_app = typer.Typer(no_args_is_help=True, help="The event contract as JSON Schema.")
+kafka_app = typer.Typer(no_args_is_help=True, context_settings=HELP,
+                        help="A local Apache Kafka broker (KRaft, no Docker).")
+topics_app = typer.Typer(no_args_is_help=True, context_settings=HELP,
+                         help="Create rollguard's topics.")
+schemas_app = typer.Typer(no_args_is_help=True, context_settings=HELP,
+                          help="The event contract as JSON Schema.")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
@@ -33,6 +37,22 @@ BootstrapOption = typer.Option(
 PrefixOption = typer.Option(
     None, "--topic-prefix", envvar="ROLLGUARD_TOPIC_PREFIX",
     help="Prefix of every topic name (default: ROLLGUARD_TOPIC_PREFIX, else 'rollguard.').")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rollguard import __version__
+
+        out.print(f"rollguard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print rollguard's version and exit."),
+) -> None:
+    """rollguard: safe rollouts of ML models on live traffic."""
 
 
 def fail(message: str) -> None:
@@ -217,6 +237,7 @@ def check(bootstrap: Optional[str] = typer.Option(
 
     from rich.table import Table
 
+    from rollguard.kafka.admin import delete_topics
     from rollguard.kafka.clients import BrokerUnreachable, require_broker
     from rollguard.kafka.local import BrokerError, LocalBroker
     from rollguard.kafka.roundtrip import round_trip
@@ -235,11 +256,15 @@ def check(bootstrap: Optional[str] = typer.Option(
     names = TopicNames(f"check-{uuid.uuid4().hex[:8]}.")
     try:
         require_broker(bootstrap)
-        trips = round_trip(bootstrap, names)
     except BrokerUnreachable as exc:
         fail(str(exc))
+    try:
+        trips = round_trip(bootstrap, names)
     except Exception as exc:  # noqa: BLE001 - any failure: say it in one sentence
         fail(f"The round trip through {bootstrap} failed: {str(exc).rstrip('.')}.")
+    finally:
+        delete_topics(bootstrap, [names.requests, names.predictions, names.labels,
+                                  names.control, names.stats, names.deadletter])
     table = Table(title=f"Round trip through {bootstrap} (topics {names.prefix}*)")
     table.add_column("kind")
     table.add_column("sent → received (JSON)", overflow="fold")

@@ -249,6 +249,8 @@ def test_a_fenced_worker_exits_with_one_sentence(kafka_bootstrap, topic_prefix, 
         if worker.alive():
             worker.kill()
     assert code == 75
+    assert not (ROOT / f"{app_id}-data").exists(), "Faust's folder is under --data-dir"
+    assert (data_dir / app_id / "faust").is_dir()
     line = last_line(worker.log_text())
     assert f"The checkpoint of {app_id}-join-0 failed" in line, line
     assert line.endswith("resumes from its last checkpoint."), line

@@ -46,3 +46,27 @@ def test_exporting_schemas_onto_a_file_is_one_sentence(tmp_path):
         f"error: {target} is a file, not a directory: give a directory to write the schemas "
         "into (it is created if missing)."]
     assert target.read_text() == "{}"
+
+
+@pytest.mark.kafka
+def test_check_goes_through_kafka_and_removes_its_topics(kafka_bootstrap):
+    import re
+
+    from confluent_kafka.admin import AdminClient
+
+    done = run("check", "-b", kafka_bootstrap)
+    assert done.returncode == 0, done.stderr
+    assert "came back unchanged" in done.stdout
+    prefix = re.search(r"topics (check-[0-9a-f]+\.)\*", done.stdout).group(1)
+    left = [t for t in AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10)
+            .topics if t.startswith(prefix)]
+    assert left == [], "check leaves no topic behind"
+
+
+def test_version_and_short_help():
+    from rollguard import __version__
+
+    assert run("--version").stdout.strip() == f"rollguard {__version__}"
+    for args in (["-h"], ["kafka", "-h"], ["worker", "-h"]):
+        done = run(*args)
+        assert done.returncode == 0 and "Usage: " in done.stdout and "[OPTIONS]" in done.stdout, args

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -89,10 +90,13 @@ def prepare_topics(config: WorkerConfig) -> int:
 
 def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
     """The worker's Faust app and its runtime (topics must exist: :func:`prepare_topics`)."""
+    faust_dir = Path(config.data_dir) / config.app_id / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)
     app = RollguardApp(
         config.app_id,
         broker=f"kafka://{config.bootstrap}",
         web_enabled=False,
+        datadir=str(faust_dir),  # not ./<app-id>-data
         store="memory://",
         processing_guarantee="at_least_once",
         broker_commit_interval=config.checkpoint_interval,

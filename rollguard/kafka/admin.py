@@ -129,3 +129,23 @@ def create_contract_topics(bootstrap: str, names: TopicNames | None = None,
     result = ensure_topics(bootstrap, contract_topics(names, partitions))
     check_copartitioned(bootstrap, list(names.inputs()))
     return result
+
+
+def delete_topics(bootstrap: str, topics: list[str], timeout: float = 30.0) -> list[str]:
+    """Delete those of ``topics`` that exist (best effort: the names of those that could not
+    be deleted are returned)."""
+    admin = admin_client(bootstrap)
+    try:
+        existing = [t for t in topics if t in admin.list_topics(timeout=10).topics]
+    except KafkaException:
+        return list(topics)
+    if not existing:
+        return []
+    left = []
+    for topic, future in admin.delete_topics(existing, operation_timeout=timeout,
+                                             request_timeout=timeout).items():
+        try:
+            future.result()
+        except KafkaException:
+            left.append(topic)
+    return left
