@@ -445,8 +445,9 @@ def _facts(view: ExperimentView, compact: bool) -> Text:
     parts.append(dead)
     evidence = view.evidence
     srm = evidence.get("srm")
-    if srm:
-        parts.append(f"SRM {srm.get('status', 'undecided')}")
+    if srm:  # with no records there is no split to test: a "pass" would claim too much
+        parts.append(f"SRM {srm.get('status', 'undecided')}" if stats.get("records")
+                     else "no traffic yet")
     canary = evidence.get("canary_step")
     if canary and view.final() is None:
         parts.append(f"canary step {canary.get('index')} of {canary.get('of')}")

@@ -209,3 +209,14 @@ def test_watch_follows_new_events(kafka_bootstrap):
     later.join()
     assert 2.5 < time.monotonic() - began < 10
     assert "ROLLBACK" in text and "m:3   rolled back" in text
+
+
+def test_an_experiment_without_records_says_no_traffic_yet_not_srm_pass():
+    from rollguard.status import ExperimentView, _facts
+
+    snapshot = {"statistics": {"records": 0},
+                "decision": {"evidence": {"srm": {"status": "pass"}}}}
+    text = _facts(ExperimentView("e", snapshot=snapshot), compact=False).plain
+    assert "no traffic yet" in text and "SRM" not in text
+    snapshot["statistics"]["records"] = 120
+    assert "SRM pass" in _facts(ExperimentView("e", snapshot=snapshot), compact=False).plain
