@@ -376,9 +376,9 @@ def worker(
 ) -> None:
     """Run the Faust worker: join, statistics, sequential tests, control events."""
     from rollguard.agents.app import build_app, prepare_topics, run_worker, serve_metrics
-    from rollguard.kafka.clients import BrokerUnreachable, require_broker
     from rollguard.agents.runtime import WorkerConfig
     from rollguard.kafka.admin import TopicError
+    from rollguard.kafka.clients import BrokerUnreachable, require_broker
     from rollguard.streams.topics import TopicNames
 
     experiments = load_experiment_files(experiment_files)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import TP
 from confluent_kafka import KafkaException
+from faust.types import TP
 
 from rollguard.agents.checkpoint import CheckpointError
 from rollguard.agents.liveness import stop_for_restart

@@ -1,7 +1,8 @@
 """Is the worker still deciding? The age of its last complete checkpoint.
 
-A checkpoint is *complete* when its transactions committed and the input's end offsets were
-known, so the join could release what the watermark settled. A worker that stays up while
+A checkpoint is *complete* when its transactions committed, the input's end offsets were
+known (so the join could release what the watermark settled), and every partition with unread
+input read some of it lately (:class:`Progress`). A worker that stays up while
 its checkpoints stop completing is the worst failure rollguard can have: nothing alerts, and
 no decision comes. Three readers watch the same figure:
 

@@ -42,7 +42,8 @@ class _LivenessCollector:
         yield GaugeMetricFamily(
             "rollguard_checkpoint_age_seconds",
             "Seconds since the worker's last complete checkpoint (state, offsets and outputs "
-            "committed with the input's end offsets known).", value=live.age())
+            "committed, the input's end offsets known, every partition with unread input "
+            "reading).", value=live.age())
         yield GaugeMetricFamily(
             "rollguard_last_checkpoint_timestamp_seconds",
             "Unix time of the worker's last complete checkpoint.", value=live.last_complete)
@@ -53,8 +54,9 @@ class _LivenessCollector:
         checkpoints.add_metric(["incomplete"], live.incomplete)
         yield checkpoints
         yield GaugeMetricFamily(
-            "rollguard_input_end_offsets_known",
-            "1 when the last checkpoint knew the end offset of every input partition.",
+            "rollguard_last_checkpoint_complete",
+            "1 when the last checkpoint was complete (every input end offset known, every "
+            "partition with unread input reading); 0 with the reason in the worker's log.",
             value=0.0 if live.problem else 1.0)
         yield GaugeMetricFamily(
             "rollguard_restoring", "1 while the worker restores partitions' state.",

@@ -449,10 +449,8 @@ class Runtime:
         if task.unchecked >= SKEW_CHECK_EVERY:  # between checkpoints too: a catch-up is fast
             task.unchecked = 0
             if task.core.joiner.frontier > self.skew_limit and task.partition not in self.paused:
+                self._pause({task.partition})
                 self.paused.add(task.partition)
-                self.flow({task.partition}, set())
-                log.info("join partition %d pauses: more than %.0f s of event time ahead of "
-                         "the slowest partition", task.partition, self.config.max_skew)
 
     def on_outcome(self, message: Any) -> None:
         task = self.eval_tasks.get(message.partition) or self.eval_task(message.partition)
@@ -547,19 +545,26 @@ class Runtime:
         (agents/skew.py). Paused again at every checkpoint: Faust may resume partitions
         after a rebalance."""
         own = {p: task.frontier for p, task in self.join_tasks.items()}
-        everyone = {**self.board.read(), **own}  # our own frontiers are the freshest
-        self.skew_limit = slowest(everyone) + self.config.max_skew
-        pause = paused(own, slowest(everyone), self.config.max_skew)
+        lowest = slowest({**self.board.read(), **own})  # our own frontiers are the freshest
+        self.skew_limit = lowest + self.config.max_skew
+        pause = paused(own, lowest, self.config.max_skew)
         resume = self.paused - pause
-        if pause - self.paused:
-            log.info("join partitions %s pause: more than %.0f s of event time ahead of the "
-                     "slowest partition (at %.0f); they wait in Kafka until it catches up",
-                     sorted(pause - self.paused), self.config.max_skew, slowest(everyone))
         if resume:
             log.info("join partitions %s resume", sorted(resume))
-        self.flow(pause, resume)
+            self.flow(set(), resume)
+        self._pause(pause)  # all of them: Faust may have resumed some after a rebalance
         self.paused = pause
         self._count_partitions()
+
+    def _pause(self, partitions: set[int]) -> None:
+        """Stop fetching ``partitions`` (saying so for those not paused yet)."""
+        newly = partitions - self.paused
+        if newly:
+            log.info("join partitions %s pause: more than %.0f s of event time ahead of the "
+                     "slowest partition (limit %.0f); they wait in Kafka until it catches up",
+                     sorted(newly), self.config.max_skew, self.skew_limit)
+        if partitions:
+            self.flow(partitions, set())
 
     def commit(self, staged: list[JoinTask | EvalTask]) -> None:
         """Commit the staged partitions' transactions side by side.
