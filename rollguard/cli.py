@@ -289,12 +289,15 @@ def stats(
     bootstrap: Optional[str] = BootstrapOption,
     prefix: Optional[str] = PrefixOption,
     as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+    wide: bool = typer.Option(False, "--wide", help="Every column of every table, each as wide "
+                              "as it needs (default: the columns that fit the terminal, 80 "
+                              "columns when there is none)."),
 ) -> None:
     """Print the latest statistics snapshot the worker published for EXPERIMENT."""
     import json
 
     from rollguard.kafka.compacted import TopicUnavailable, latest_values
-    from rollguard.stats_view import render
+    from rollguard.stats_view import print_stats
     from rollguard.streams.topics import TopicNames
 
     names = TopicNames(prefix)
@@ -310,7 +313,7 @@ def stats(
     if as_json:
         sys.stdout.write(json.dumps(snapshot, indent=2) + "\n")
     else:
-        out.print(render(snapshot))
+        print_stats(out, snapshot, wide=wide)
 
 
 def load_experiment_files(paths: list[Path]) -> list:
@@ -369,6 +372,9 @@ def worker(
     max_skew: float = typer.Option(
         300.0, help="Seconds of event time a join partition may run ahead of the slowest before "
         "it pauses (bounds the evaluator's reorder buffer)."),
+    idle_after: float = typer.Option(
+        5.0, help="Seconds an input topic read to its end still holds the join's watermark "
+        "back (a producer held up by a broker failover is not idle)."),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus metrics on this "
                                                "port (/metrics)."),
     metrics_host: str = typer.Option("0.0.0.0", help="Address the metrics are served on."),
@@ -389,6 +395,7 @@ def worker(
                           snapshot_interval=snapshot_interval, partitions=partitions,
                           instance_id=instance_id, session_timeout=session_timeout,
                           stall_timeout=stall_timeout, max_skew=max_skew,
+                          idle_after=idle_after,
                           metrics_port=metrics_port,
                           metrics_host=metrics_host)
     try:

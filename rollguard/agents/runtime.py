@@ -24,6 +24,7 @@ from rollguard.agents.skew import FrontierBoard, encode_frontier, paused, slowes
 from rollguard.decisions.evaluator import ExperimentEvaluator
 from rollguard.kafka.admin import COMPACTED, TopicSpec
 from rollguard.schemas.events import encode
+from rollguard.streams.idle import RecentInput
 from rollguard.streams.join import INPUT_KINDS, uses_disk
 from rollguard.streams.partition import JoinPartition
 from rollguard.streams.pending import DiskStore, decode_entry, encode_entry
@@ -96,6 +97,7 @@ class WorkerConfig:
     session_timeout: float = 45.0   # a worker that stops heartbeating loses its partitions after
     stall_timeout: float = 120.0    # no complete checkpoint for this long: the worker stops
     max_skew: float = 300.0         # event-time seconds a join partition may run ahead (skew.py)
+    idle_after: float = 5.0         # seconds an input read to its end still holds the watermark
     metrics_port: int | None = None  # serve Prometheus /metrics here
     metrics_host: str = "0.0.0.0"
 
@@ -147,6 +149,7 @@ class JoinTask:
         self.progress = Progress()
         self._published_frontier: float | None = None
         self.restore()
+        self.recent = RecentInput(config.idle_after, self.core.next_offset)
 
     def restore(self) -> None:
         began = time.monotonic()
@@ -185,7 +188,8 @@ class JoinTask:
         quiet = core.events_since_settle == 0
         internal, names, p = self.internal, self.config.names, self.partition
         outputs: list[Output] = []
-        for name, batch in core.settle(backlogged=backlogged, quiet=quiet):
+        holding = backlogged | self.recent.update(core.next_offset, time.monotonic())
+        for name, batch in core.settle(backlogged=holding, quiet=quiet):
             self.frontier = batch.frontier  # the same in every experiment's batch
             if not batch.records and not batch.stats and not batch.counters \
                     and self._sent_frontier.get(name) == batch.frontier:
