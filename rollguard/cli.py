@@ -76,26 +76,37 @@ def kafka_start(
                               "brokers and controllers on ports PORT to PORT+2."),
 ) -> None:
     """Start a KRaft broker, or a cluster (--nodes 3), from Apache Kafka's jars (resolved once with Maven)."""
-    from rollguard.kafka.local import BrokerError, LocalBroker, LocalCluster, find_cluster
+    from rollguard.kafka.local import (BrokerError, LocalBroker, LocalCluster, StageProgress,
+                                       find_cluster)
 
-    progress = lambda line: err.print(line)  # noqa: E731
-    try:
-        running = find_cluster(port)
-        if running is not None and (nodes == 1 or running.port != port):
-            raise BrokerError(
-                f"Port {port} belongs to the local Kafka cluster on port {running.port}: stop "
-                f"it with `rollguard kafka stop --port {running.port}`, or use it as it is.")
-        if nodes == 1:
-            broker = LocalBroker(port=port, data_dir=data_dir)
-            already = broker.status()
-            info = broker.start(progress=progress)
+    # each stage on stderr as it begins, then how long it has waited: a spinner on a
+    # terminal, else a line every few seconds; the result on stdout
+    failed = None
+    with StageProgress.on(err) as progress:
+        try:
+            running = find_cluster(port)
+            if running is not None and (nodes == 1 or running.port != port):
+                raise BrokerError(
+                    f"Port {port} belongs to the local Kafka cluster on port {running.port}: "
+                    f"stop it with `rollguard kafka stop --port {running.port}`, or use it as "
+                    "it is.")
+            if nodes == 1:
+                broker = LocalBroker(port=port, data_dir=data_dir)
+                already = broker.status()
+                info = broker.start(progress=progress)
+            else:
+                cluster = LocalCluster(port=port, nodes=nodes, data_dir=data_dir)
+                already = cluster.status()
+                down = [n for n in range(1, nodes + 1) if already and not cluster.node_status(n)]
+                info = cluster.start(progress=progress)
+        except BrokerError as exc:
+            failed = str(exc)
         else:
-            cluster = LocalCluster(port=port, nodes=nodes, data_dir=data_dir)
-            already = cluster.status()
-            down = [n for n in range(1, nodes + 1) if already and not cluster.node_status(n)]
-            info = cluster.start(progress=progress)
-    except BrokerError as exc:
-        fail(str(exc))
+            progress.done(f"ready on {info.bootstrap} " + (
+                "(already running)" if already and not (nodes > 1 and down)
+                else f"after {progress.elapsed():.0f} s"))
+    if failed is not None:
+        fail(failed)
     verb = "already running" if already else f"started in {info.start_seconds:.1f} s"
     if nodes == 1:
         out.print(f"Kafka {info.kafka_version} broker {verb} on {info.bootstrap} "
@@ -168,13 +179,15 @@ def kafka_logs(
     lines: int = typer.Option(50, "--lines", "-n", help="How many of the last lines to show."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
 ) -> None:
-    """Show a local broker's log (a cluster's node's with --node)."""
+    """Show a local broker's log (a cluster's node's with --node), running or not, wherever
+    its --data-dir was."""
     from rollguard.kafka.local import BrokerError, broker_log, tail_file
 
     try:
         log_file = broker_log(port, node)
     except BrokerError as exc:
         fail(str(exc))
+    err.print(f"== {log_file}", markup=False, style="dim")  # which log: stderr, not the lines
     out.print(tail_file(log_file, lines), markup=False)
     if follow:
         with open(log_file, "rb") as log:

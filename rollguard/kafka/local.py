@@ -9,6 +9,13 @@ brokers (each also a controller of one static quorum) on ports P, P+1 and P+2, w
 replicate every partition three times. Every failure is a :class:`BrokerError` whose message
 is one sentence saying what to do (plus the broker's last log lines when it died).
 
+While it works, ``start`` names each stage through its ``progress`` callback ("resolving
+Kafka's jars with Maven ...", "starting broker on port P...", "waiting for the broker to
+answer..."); :class:`StageProgress` shows those on a console with how long each has waited
+(a spinner on a terminal, a line every few seconds otherwise). Each broker's data dir is
+remembered under ``home/places`` when it launches, so that ``rollguard kafka logs --port P``
+finds its log after it stopped or died, wherever ``--data-dir`` put it.
+
 >>> broker = LocalBroker(port=19092, home=Path("/tmp/rg-doc"))
 >>> broker.bootstrap
 '127.0.0.1:19092'
@@ -22,17 +29,20 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 from rollguard.processes import pid_alive
 
@@ -42,6 +52,7 @@ START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 SYNC_TIMEOUT_S = 60.0
 CLUSTER_HEAP = "384m"  # per node: three JVMs share a small machine
+PROGRESS_EVERY_S = 5.0  # a plain progress line at least this often while a stage lasts
 
 _SERVER_PROPERTIES = """\
 # written by rollguard: a KRaft broker and controller on loopback
@@ -94,6 +105,127 @@ class BrokerError(RuntimeError):
     """A local broker could not be started, found or stopped; the message says what to do."""
 
 
+class StageProgress:
+    """The stages of a start as a user sees them, each with how long it has waited.
+
+    Pass it as ``progress`` to :meth:`LocalBroker.start` or :meth:`LocalCluster.start`: each
+    call names a new stage, which is written as a line at once. While the stage lasts, the
+    live view (``live``, e.g. a spinner's text; every second) or, without one, ``write`` (every
+    ``every`` seconds) shows it again with the seconds it has waited. Used as a context
+    manager, a thread does those updates; :meth:`tick` does one (``clock`` may be a fake).
+
+    >>> now = [0.0]
+    >>> progress = StageProgress(print, every=5, clock=lambda: now[0])
+    >>> progress("waiting for the broker to answer…")
+    waiting for the broker to answer…
+    >>> now[0] = 4.0; progress.tick()           # not yet: the last line is 4 s old
+    >>> now[0] = 5.2; progress.tick()
+    waiting for the broker to answer (5 s)…
+    >>> now[0] = 7.0; progress.tick()           # the next one 5 s after that
+    >>> now[0] = 10.4; progress.tick()
+    waiting for the broker to answer (10 s)…
+    >>> progress.done("ready on 127.0.0.1:9092 after 10 s"); progress.tick()
+    ready on 127.0.0.1:9092 after 10 s
+    """
+
+    def __init__(self, write: Callable[[str], None], every: float = PROGRESS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 live: Callable[[str], None] | None = None) -> None:
+        self.write = write
+        self.live = live
+        self.every = every
+        self.clock = clock
+        self.began = clock()
+        self.stage: str | None = None
+        self._stage_began = self._last_line = self.began
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status = None  # a rich Status while a spinner shows (see on())
+        self._console = None
+
+    @classmethod
+    def on(cls, console, every: float = PROGRESS_EVERY_S) -> "StageProgress":
+        """Progress on a rich ``console``: lines plus a spinner with the seconds waited on a
+        terminal, plain lines (one at least every ``every`` s) otherwise."""
+        progress = cls(lambda line: console.print(line, markup=False, highlight=False),
+                       every=every)
+        if console.is_terminal:
+            progress._console = console
+            progress.live = lambda text: progress._status and progress._status.update(text)
+        return progress
+
+    def elapsed(self) -> float:
+        """Seconds since this progress began."""
+        return self.clock() - self.began
+
+    def __call__(self, stage: str) -> None:
+        with self._lock:
+            now = self.clock()
+            self.stage, self._stage_began, self._last_line = stage, now, now
+            self.write(stage)
+            if self._console is not None and self._status is None:
+                self._status = self._console.status(stage)
+                self._status.start()
+            if self.live is not None:
+                self.live(stage)
+
+    def tick(self) -> None:
+        """Show the stage again with the seconds it has waited: on the live view, else as a
+        line when the last line is ``every`` seconds old."""
+        with self._lock:
+            if self.stage is None:
+                return
+            now = self.clock()
+            text = with_elapsed(self.stage, now - self._stage_began)
+            if self.live is not None:
+                self.live(text)
+            elif now - self._last_line >= self.every:
+                self.write(text)
+                self._last_line = now
+
+    def done(self, line: str | None = None) -> None:
+        """The last stage is over: stop the spinner, then write ``line`` (if any)."""
+        with self._lock:
+            self.stage = None
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            if line is not None:
+                self.write(line)
+
+    def __enter__(self) -> "StageProgress":
+        period = 1.0 if self.live is not None else min(1.0, self.every / 2)
+
+        def run() -> None:
+            while not self._stopped.wait(period):
+                self.tick()
+
+        self._thread = threading.Thread(target=run, name="kafka-start-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.done()
+
+
+def with_elapsed(stage: str, seconds: float) -> str:
+    """A stage's text with the seconds it has waited.
+
+    >>> with_elapsed("waiting for the broker to answer…", 12.4)
+    'waiting for the broker to answer (12 s)…'
+    >>> with_elapsed("resolving Kafka's jars with Maven (first time: about a minute)…", 31)
+    "resolving Kafka's jars with Maven (first time: about a minute; 31 s so far)…"
+    """
+    body = stage[:-1] if stage.endswith("…") else stage.rstrip(". ")
+    if body.endswith(")"):
+        return f"{body[:-1]}; {seconds:.0f} s so far)…"
+    return f"{body} ({seconds:.0f} s)…"
+
+
 def rollguard_home() -> Path:
     """Where rollguard caches Kafka's jars and keeps local brokers: ``$ROLLGUARD_HOME``,
     else ``$XDG_CACHE_HOME/rollguard``, else ``~/.cache/rollguard``."""
@@ -115,10 +247,35 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def free_port() -> int:
-    """A TCP port on loopback that is free right now."""
+    """A TCP port on loopback that is free right now, outside the ephemeral range.
+
+    The system hands ports of its ephemeral range to every outgoing connection: a port
+    picked there can be taken by some client's connection in the seconds a broker needs to
+    start ("already in use"). Below that range only listeners can take it.
+
+    >>> low, _ = ephemeral_ports()
+    >>> port = free_port()
+    >>> port_is_free(port) and (port < low or low <= 1024)
+    True
+    """
+    low, _ = ephemeral_ports()
+    if low > 11024:
+        for _ in range(200):
+            port = random.randrange(10000, low)
+            if port_is_free(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The system's range of ports for outgoing connections (Linux's default when unknown)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def java_executable() -> str:
@@ -184,7 +341,9 @@ class LocalBroker:
 
     ``home`` holds the jar cache (``kafka-<version>/libs``) and, unless ``data_dir`` is
     given, the broker's storage (``broker-<port>``). A state file in ``home/run`` lets
-    ``status``, ``stop`` and ``logs`` find the broker from another process.
+    ``status``, ``stop`` and ``logs`` find the broker from another process while it runs; a
+    record in ``home/places`` (written at launch, kept after it stops) lets ``logs`` find its
+    log afterwards too.
 
     >>> node = LocalBroker(port=19093, home=Path("/tmp/rg-doc"), node_id=2,
     ...                    controller_port=19193, voters="1@127.0.0.1:19192,2@127.0.0.1:19193",
@@ -236,6 +395,12 @@ class LocalBroker:
     def state_file(self) -> Path:
         return self.home / "run" / f"broker-{self.port}.json"
 
+    @property
+    def place_file(self) -> Path:
+        """Where the last broker launched on this port kept its data and log (see
+        :func:`broker_log`)."""
+        return _place_file(self.home, "broker", self.port)
+
     def server_properties(self, controller_port: int | None = None) -> str:
         """This broker's ``server.properties``: the lone broker's settings, then ``properties``."""
         controller_port = controller_port or self.controller_port
@@ -262,7 +427,7 @@ class LocalBroker:
         staging = self.jars_dir.with_name("libs.partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        progress(f"Resolving Apache Kafka {KAFKA_VERSION} from Maven Central (once) ...")
+        progress("resolving Kafka's jars with Maven (first time: about a minute)…")
         with resources.as_file(pom) as pom_path:
             proc = subprocess.run(
                 [mvn, "-B", "-q", "-f", str(pom_path), "dependency:copy-dependencies",
@@ -300,8 +465,10 @@ class LocalBroker:
             return running
         began = time.monotonic()
         boot = self._prepare(progress)
+        progress(f"starting broker on port {self.port}…")
         proc = self._launch(boot)
         try:
+            progress("waiting for the broker to answer…")
             _await([(self, proc)], lambda: _metadata_ok(self.bootstrap), timeout,
                    f"{self.title} did not answer a metadata request")
         except BaseException:  # an error or Ctrl-C while waiting: leave no orphan broker
@@ -309,16 +476,18 @@ class LocalBroker:
             raise
         return self._record(boot, proc, began)
 
-    def _prepare(self, progress=print, cluster_id: str | None = None) -> _Boot:
-        """Check Java, the ports and the jars, write the configuration and format the storage
-        (with ``cluster_id``, else a new one) unless it is formatted already."""
+    def _prepare(self, progress=print, cluster_id: str | None = None,
+                 jars: Path | None = None) -> _Boot:
+        """Check Java, the ports and the jars (unless given ``jars``), write the configuration
+        and format the storage (with ``cluster_id``, else a new one) unless it is formatted
+        already."""
         java = java_executable()
         if not port_is_free(self.port):
             raise BrokerError(
                 f"Port {self.port} on 127.0.0.1 is already in use by another program: stop it "
                 "or choose another port with --port."
             )
-        jars = self.ensure_jars(progress)
+        jars = jars or self.ensure_jars(progress)
         controller_port = self.controller_port or free_port()
         if self.controller_port and not port_is_free(controller_port):
             raise BrokerError(
@@ -326,14 +495,21 @@ class LocalBroker:
                 f"another program: stop it, or stop the cluster (`rollguard kafka stop --port "
                 f"{self.cluster_port}`) and start it again on new controller ports.")
         log_dir = self.data_dir / "kraft"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text(self.server_properties(controller_port))
         log4j = self.data_dir / "log4j2.yaml"
-        log4j.write_text(_LOG4J2)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            props.write_text(self.server_properties(controller_port))
+            log4j.write_text(_LOG4J2)
+        except OSError as exc:
+            raise BrokerError(
+                f"{self.title} cannot write its data dir {self.data_dir} "
+                f"({exc.strerror or exc}): choose a writable --data-dir.") from None
         classpath = f"{jars}/*"
         base_cmd = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         if not (log_dir / "meta.properties").exists():
+            if self.cluster_port is None:  # a cluster says once for all its nodes
+                progress(f"formatting the broker's storage in {log_dir}…")
             fmt = subprocess.run(
                 base_cmd + ["kafka.tools.StorageTool", "format", "--ignore-formatted",
                             "-t", cluster_id or _cluster_id(), "-c", str(props)],
@@ -350,6 +526,10 @@ class LocalBroker:
         return _Boot(tuple(command), controller_port)
 
     def _launch(self, boot: _Boot) -> subprocess.Popen:
+        # remembered before it runs: `kafka logs` finds the log of a broker that died starting
+        _write_json(self.place_file, {
+            "port": self.port, "data_dir": str(self.data_dir), "log_file": str(self.log_file),
+            "node_id": self.node_id, "cluster_port": self.cluster_port, "launched_at": time.time()})
         with open(self.log_file, "ab") as log:
             return subprocess.Popen(
                 list(boot.command), stdout=log, stderr=subprocess.STDOUT,
@@ -556,6 +736,9 @@ class LocalCluster(_ClientPorts):
             port=self.port, nodes=self.nodes, cluster_id=self._cluster_id_of_data(),
             controller_ports=_free_ports(self.nodes, avoid=self.ports),
             data_dir=str(self.data_dir), started_at=time.time(), start_seconds=0.0)
+        _write_json(_place_file(self.home, "cluster", self.port), {
+            "port": self.port, "nodes": self.nodes, "data_dir": str(self.data_dir),
+            "launched_at": time.time()})
         self._boot(list(range(1, self.nodes + 1)), info, timeout, progress)
         info = replace(info, start_seconds=round(time.monotonic() - began, 2))
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -582,17 +765,28 @@ class LocalCluster(_ClientPorts):
                     "--data-dir.")
             return saved["cluster_id"]
         cluster_id = _cluster_id()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"cluster_id": cluster_id, "nodes": self.nodes}))
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps({"cluster_id": cluster_id, "nodes": self.nodes}))
+        except OSError as exc:
+            raise BrokerError(
+                f"The Kafka cluster on port {self.port} cannot write its data dir "
+                f"{self.data_dir} ({exc.strerror or exc}): choose a writable --data-dir.") from None
         return cluster_id
 
     def _boot(self, nodes: list[int], info: ClusterInfo, timeout: float, progress) -> None:
         """Start ``nodes`` side by side in ``info``'s quorum; return once each lists all nodes."""
         began = time.monotonic()
         brokers = [self.node(node, info) for node in nodes]
-        brokers[0].ensure_jars(progress)  # once, before the nodes prepare side by side
+        jars = brokers[0].ensure_jars(progress)  # once, before the nodes prepare side by side
+        plural = "s" if len(nodes) > 1 else ""
+        which = f"node{plural} {', '.join(map(str, nodes))}"
+        unformatted = any(not (b.data_dir / "kraft" / "meta.properties").exists() for b in brokers)
+        progress(f"{'formatting the storage of' if unformatted else 'preparing'} {which} in "
+                 f"{info.data_dir}…")
         with ThreadPoolExecutor(len(brokers)) as pool:
-            boots = list(pool.map(lambda b: b._prepare(progress, info.cluster_id), brokers))
+            boots = list(pool.map(lambda b: b._prepare(progress, info.cluster_id, jars), brokers))
+        progress(f"starting {which} on port{plural} {', '.join(str(b.port) for b in brokers)}…")
         started: list[tuple[LocalBroker, subprocess.Popen]] = []
         late = (f"The Kafka cluster on port {self.port} did not list its {self.nodes} brokers"
                 if len(brokers) > 1 else
@@ -601,6 +795,8 @@ class LocalCluster(_ClientPorts):
         try:
             for broker, boot in zip(brokers, boots):
                 started.append((broker, broker._launch(boot)))
+            progress(f"waiting for the cluster's {self.nodes} brokers to answer and list each "
+                     "other…")
             _await(started, lambda: all(_brokers_listed(b.bootstrap) == self.nodes
                                         for b in brokers), timeout, late)
         except BaseException:  # an error or Ctrl-C while waiting: leave no orphan node
@@ -712,24 +908,67 @@ def find_cluster(port: int, home: Path | None = None) -> LocalCluster | None:
 
 def broker_log(port: int, node: int | None = None, home: Path | None = None) -> Path:
     """The log of the broker on ``port`` or, given ``node``, of that node of the cluster on
-    ``port``: a running one's, else the one in the default data dir."""
+    ``port``: a running one's, else that of the last one launched there (its data dir is
+    remembered in ``home/places``, wherever ``--data-dir`` put it), else the one in the
+    default data dir."""
     home = Path(home) if home else rollguard_home()
     cluster = find_cluster(port, home)
     if cluster is not None:
         return cluster.node(node or port - cluster.port + 1).log_file
-    how = f"rollguard kafka start --port {port}"
     if node is not None:
-        places = [LocalCluster(port=port, nodes=max(3, node), home=home).node(node).log_file]
-        how = f"rollguard kafka start --nodes {max(3, node)} --port {port}"
+        known = _read_place(home, "cluster", port)
+        if known is None:  # a node's port of a cluster that does not run
+            lone = _read_place(home, "broker", port)
+            if lone and lone.get("cluster_port"):
+                port = lone["cluster_port"]
+                known = _read_place(home, "cluster", port)
+        nodes = int(known["nodes"]) if known else max(3, node)
+        how = f"rollguard kafka start --nodes {nodes} --port {port}"
+        places = [LocalCluster(port=port, nodes=nodes, home=home,
+                               data_dir=Path(known["data_dir"]) if known else None
+                               ).node(node).log_file]
+        if known:
+            places.append(LocalCluster(port=port, nodes=nodes, home=home).node(node).log_file)
     else:
+        how = f"rollguard kafka start --port {port}"
         info = LocalBroker(port=port, home=home).status()
+        known = _read_place(home, "broker", port)
         places = [Path(info.log_file)] if info else []
+        places += [Path(known["log_file"])] if known else []
         places += [LocalBroker(port=port, home=home).log_file,
                    LocalCluster(port=port, home=home).node(1).log_file]
     for place in places:
         if place.exists():
             return place
     raise BrokerError(f"No broker log at {places[0]}: start one with `{how}`.")
+
+
+def _place_file(home: Path, kind: str, port: int) -> Path:
+    """The record of where the last ``kind`` ("broker" or "cluster") launched on ``port``
+    kept its data."""
+    return Path(home) / "places" / f"{kind}-{port}.json"
+
+
+def _read_place(home: Path, kind: str, port: int) -> dict | None:
+    """The record of :func:`_place_file`, or None if there is none (or it is unreadable).
+
+    >>> _read_place(Path("/nonexistent"), "broker", 9092) is None
+    True
+    """
+    needs = ("data_dir", "nodes") if kind == "cluster" else ("data_dir", "log_file")
+    try:
+        record = json.loads(_place_file(home, kind, port).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and all(record.get(k) for k in needs) else None
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Write ``value`` to ``path`` at once (no reader sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    partial.write_text(json.dumps(value, indent=2))
+    os.replace(partial, path)
 
 
 def tail_file(path: Path, lines: int = 50) -> str:
@@ -752,28 +991,23 @@ def free_port_run(count: int) -> int:
     >>> all(port_is_free(port) for port in range(first, first + 3))
     True
     """
+    low, _ = ephemeral_ports()
     while True:
         first = free_port()
-        if first + count - 1 <= 65535 and all(
+        last = first + count - 1
+        if last <= 65535 and (last < low or first >= low) and all(
                 port_is_free(port) for port in range(first, first + count)):
             return first
 
 
 def _free_ports(count: int, avoid: tuple[int, ...] = ()) -> list[int]:
     """``count`` different ports on loopback, free right now, none of them in ``avoid``."""
-    held: list[socket.socket] = []
-    try:
-        ports: list[int] = []
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(sock)
-            sock.bind(("127.0.0.1", 0))
-            if sock.getsockname()[1] not in avoid:
-                ports.append(sock.getsockname()[1])
-        return ports
-    finally:
-        for sock in held:
-            sock.close()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in avoid and port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _with_properties(text: str, properties: dict[str, str]) -> str:
