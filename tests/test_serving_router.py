@@ -105,9 +105,42 @@ def test_before_any_state_the_given_champion_serves():
         assert router.route(EXPERIMENT, request_id="req-1").serve == CHAMPION
 
 
+SHADOW_AND_AB = """
+- name: churn-shadow
+  task: binary
+  mode: shadow
+  champion: churn:6
+  candidates: [churn:7, churn:8]
+  primary: {metric: accuracy, margin: 0.01}
+- name: churn-ab
+  task: binary
+  mode: ab
+  champion: churn:6
+  candidates: [churn:7]
+  primary: {metric: accuracy, margin: 0.01}
+"""
+
+
+def test_given_the_experiment_file_shadow_candidates_score_from_the_first_request(tmp_path):
+    """A shadow candidate serves nobody: it is safe to score before the worker's ``start``
+    (without it the first requests have no candidate prediction and never join). Traffic to
+    a candidate waits for the worker."""
+    from rollguard.schemas import load_experiments
+
+    path = tmp_path / "experiments.yaml"
+    path.write_text(SHADOW_AND_AB)
+    for experiments in (path, str(path), load_experiments(path)):
+        router = Router("127.0.0.1:1", experiments=experiments)
+        assert router.route("churn-shadow", "user-1") == Route(CHAMPION, ("churn:7", "churn:8"))
+        assert {router.route("churn-ab", u) for u in UNITS} == {Route(CHAMPION)}
+    # a mapping names champions only: no candidate is known before the worker's start
+    assert Router("127.0.0.1:1", experiments={"churn-shadow": CHAMPION}).route(
+        "churn-shadow", "user-1") == Route(CHAMPION)
+
+
 def test_an_experiment_without_state_or_champion_is_a_clear_error():
     router = Router("127.0.0.1:1", experiments={EXPERIMENT: CHAMPION})
-    with pytest.raises(UnknownExperiment, match="pass experiments="):
+    with pytest.raises(UnknownExperiment, match="experiments="):
         router.route("fraud-abc", "user-1")
     with pytest.raises(ValueError, match="'model:version'"):
         Router("127.0.0.1:1", experiments={EXPERIMENT: "churn6"})
@@ -289,7 +322,10 @@ def test_fail_safe_to_the_champion_while_the_broker_is_down_and_back_after(caplo
     try:
         names = TopicNames("failsafe.")
         create_contract_topics(broker.bootstrap, names, partitions=1)
-        ControlProducer(broker.bootstrap).send(names.control, canary(1, 0.5, "start"))
+        producer = ControlProducer(broker.bootstrap)
+        producer.send(names.control, canary(1, 0.5, "start"))
+        producer.send(names.control, control(1, "start", "shadow", shadow=[CANDIDATE],
+                                             experiment="churn-shadow"), key="churn-shadow")
         with Router(broker.bootstrap, {EXPERIMENT: CHAMPION}, names.prefix,
                     fail_safe_after=0.5) as router:
             assert router.wait_ready(15)
@@ -298,6 +334,8 @@ def test_fail_safe_to_the_champion_while_the_broker_is_down_and_back_after(caplo
             down = wait_until(lambda: router.failed_safe, timeout=20)
             print(f"\nbroker stopped: champion-only routing after {down:.2f} s")
             assert {router.route(EXPERIMENT, u) for u in UNITS} == {Route(CHAMPION)}
+            # the champion serves the shadow experiment anyway: its candidate keeps scoring
+            assert router.route("churn-shadow", "user-1") == Route(CHAMPION, (CANDIDATE,))
             broker.start()
             up = wait_until(lambda: not router.failed_safe, timeout=30)
             print(f"broker restarted: state routing again after {up:.2f} s")

@@ -7,8 +7,9 @@ snapshot. :meth:`Router.route` reads that snapshot: no lock, no network call, sa
 any thread and from asyncio code.
 
 Fail-safe: before any state for an experiment, the champion you give (``experiments=``)
-serves; when the control topic stays unreachable for ``fail_safe_after`` seconds, every
-experiment falls back to its last known champion until the topic answers again.
+serves (given the experiment file, a shadow experiment's candidates also score from the
+first request); when the control topic stays unreachable for ``fail_safe_after`` seconds,
+every experiment falls back to its last known champion until the topic answers again.
 
 >>> router = Router("127.0.0.1:1", experiments={"churn-v7": "churn:6"})  # not started
 >>> router.route("churn-v7", "user-42")
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import logging
 import threading
 import time
@@ -123,25 +125,47 @@ class _Table:
         return cls(routes, layout.bounds if len(routes) > 1 else ())
 
 
-def _champions_of(experiments: Any) -> dict[str, str]:
-    """``{experiment: champion}`` from a mapping or objects with ``.name`` and ``.champion``."""
+def _routes_before_state(experiments: Any) -> dict[str, Route]:
+    """What each experiment routes before its first control event: its champion serves, and
+    a shadow experiment's candidates score at once (they serve nobody, so this is safe
+    without the worker's word: the first requests join too).
+
+    ``experiments``: a mapping experiment → champion ``model:version`` (no candidates known:
+    they shadow once the worker's ``start`` arrives), objects with ``.name`` and
+    ``.champion`` (and ``.mode``, ``.candidates``: parsed experiment files), or the path of
+    an experiment file.
+
+    >>> _routes_before_state({"churn-v7": "churn:6"})
+    {'churn-v7': Route(serve='churn:6', shadow=())}
+    """
     if experiments is None:
         return {}
+    if isinstance(experiments, (str, os.PathLike)):
+        from rollguard.schemas import load_experiments
+
+        experiments = load_experiments(experiments)
     if isinstance(experiments, Mapping):
-        pairs = list(experiments.items())
+        routes = [(name, champion, ()) for name, champion in experiments.items()]
     else:
         try:
-            pairs = [(e.name, e.champion) for e in experiments]
+            routes = [(e.name, e.champion, tuple(e.candidates)
+                       if getattr(e, "mode", None) == "shadow" else ()) for e in experiments]
         except AttributeError:
             raise TypeError(
-                "experiments must be a mapping experiment -> 'model:version' or a list of "
-                "objects with .name and .champion.") from None
-    for name, champion in pairs:
+                "experiments must be a mapping experiment -> 'model:version', a list of "
+                "objects with .name and .champion, or an experiment file's path.") from None
+    for name, champion, _ in routes:
         if not isinstance(name, str) or not isinstance(champion, str) or ":" not in champion:
             raise ValueError(
                 f"the champion of experiment {name!r} must be a 'model:version' string, "
                 f"got {champion!r}.")
-    return dict(pairs)
+    return {name: Route(champion, shadow) for name, champion, shadow in routes}
+
+
+def _serves_champion(state: ExperimentState) -> bool:
+    """True when the state's routing already serves only its champion (a final decision, or
+    a shadow experiment, whose candidates score without serving): failing safe keeps it."""
+    return state.final or state.mode == "shadow"
 
 
 # -- the router ----------------------------------------------------------------------------
@@ -149,13 +173,17 @@ def _champions_of(experiments: Any) -> dict[str, str]:
 class Router:
     """Routes units to arms from the control topic's state, failing safe to the champion.
 
-    ``bootstrap_servers``: Kafka's ``host:port`` list. ``experiments``: the champions to
-    serve before any state (a mapping experiment → ``model:version``, or objects with
-    ``.name`` and ``.champion`` such as parsed experiment files). ``topic_prefix``: as in
+    ``bootstrap_servers``: Kafka's ``host:port`` list. ``experiments``: what to route before
+    any state: the experiment file's path (or its parsed experiments), so that the champion
+    serves and a shadow experiment's candidates score from the first request; or a mapping
+    experiment → champion ``model:version`` (candidates then shadow from the worker's
+    ``start``, which comes with the first record: the first requests do not join).
+    ``topic_prefix``: as in
     :class:`TopicNames` (default ``ROLLGUARD_TOPIC_PREFIX`` or ``rollguard.``).
     ``fail_safe_after``: seconds the control topic may stay unreachable before every
     experiment is served by its last known champion (0: at once; None: never, keep the last
-    state). ``consumer_config``: extra librdkafka settings.
+    state; a shadow experiment keeps scoring its candidates, which serve nobody).
+    ``consumer_config``: extra librdkafka settings.
     """
 
     def __init__(self, bootstrap_servers: str, experiments: Any = None,
@@ -165,7 +193,7 @@ class Router:
         self.topic = TopicNames(topic_prefix).control
         self.fail_safe_after = fail_safe_after
         self._consumer_config = dict(consumer_config or {})
-        self._fallback = _champions_of(experiments)
+        self._fallback = _routes_before_state(experiments)
         self._states: dict[str, ExperimentState] = {}
         self._failed_safe = False
         # the snapshot route() reads; replaced whole, never mutated
@@ -195,7 +223,7 @@ class Router:
         if table is None:
             raise UnknownExperiment(
                 f"experiment {experiment!r} has no control state yet and no champion to fall "
-                "back to: pass experiments={...: 'model:version'} to Router.")
+                "back to: pass the experiment file (experiments='experiments.yaml') to Router.")
         routes = table.routes
         if len(routes) == 1:
             return routes[0]
@@ -396,10 +424,10 @@ class Router:
 
     def _publish(self) -> None:
         """Build and swap in the routing snapshot from the fallback champions and the states."""
-        tables = {name: _Table.champion_only(champion) for name, champion in self._fallback.items()}
+        tables = {name: _Table((route,), ()) for name, route in self._fallback.items()}
         for name, state in self._states.items():
-            tables[name] = (_Table.champion_only(state.champion) if self._failed_safe
-                            else _Table.of(state))
+            tables[name] = (_Table.of(state) if not self._failed_safe or _serves_champion(state)
+                            else _Table.champion_only(state.champion))
         self._tables = tables  # one reference swap: route() sees the old or the new, whole
 
     def _notify(self, states: Iterable[ExperimentState]) -> None:
