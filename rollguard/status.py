@@ -439,6 +439,7 @@ def _facts(view: ExperimentView, compact: bool) -> Text:
     unlabelled = view.counter("unlabelled_expired")
     if unlabelled:
         parts.append(f"{unlabelled:,} never labelled (expired)")
+    parts.extend(_unpaired(view))
     dead = f"dead letters {own:,}"
     if shared:
         dead += f" (+{shared:,} unreadable, not tied to an experiment)"
@@ -458,6 +459,29 @@ def _facts(view: ExperimentView, compact: bool) -> Text:
         parts.append(f"{fmt_count(stats.get('records'))} records")
         parts.append(_age(view.snapshot_at))
     return Text("  ·  ".join(parts), style="dim")
+
+
+def _unpaired(view: ExperimentView) -> list[str]:
+    """Requests that cannot join (join.py's check_pairs), less those whose parts came late.
+
+    >>> view = ExperimentView("e", {"counters": {"predictions_without_pair": 3,
+    ...                                          "requests_without_predictions": 2}}, None)
+    >>> _unpaired(view)
+    ["3 without every arm's prediction (are candidates scored? route.shadow)", '2 requests without predictions']
+    """
+    late = view.counter("paired_late")
+    unpaired = view.counter("predictions_without_pair")
+    lone = view.counter("requests_without_predictions")
+    parts = []
+    if unpaired + lone > late:
+        if unpaired:
+            parts.append(f"{unpaired:,} without every arm's prediction (are candidates "
+                         "scored? route.shadow)")
+        if lone:
+            parts.append(f"{lone:,} requests without predictions")
+        if late:
+            parts.append(f"{late:,} of them completed late")
+    return parts
 
 
 def render_status(views: Iterable[ExperimentView], *, compact: bool = False,

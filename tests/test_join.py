@@ -162,6 +162,31 @@ def test_requests_never_labelled_expire_after_the_ttl_by_event_time():
     assert joiner.pending() == 2
 
 
+def test_requests_without_their_pair_are_counted_once_the_watermark_says_it_cannot_come():
+    """A shadow request whose candidate was not scored (``route.shadow`` empty) and a request
+    with no prediction are counted as soon as the watermark has passed their first part by
+    the allowed lateness: not silently left to wait out ``label_ttl``."""
+    joiner = Joiner({"e": experiment(ttl=1000.0, lateness=2.0)})
+    joiner.on_request(Request(request_id="r0", experiment="e", ts=0.0))   # no prediction
+    joiner.on_prediction(pred("r1", "m:1", 0.5, True))                     # champion only
+    for arm in ("m:1", "m:2"):                                             # a whole pair
+        joiner.on_prediction(pred("r2", arm, 0.7, arm == "m:1"))
+
+    def settle(ts):
+        for arm in ("m:1", "m:2"):  # a whole pair at ts: moves the watermark
+            joiner.on_prediction(pred(f"tick-{ts}", arm, ts, arm == "m:1"))
+        joiner.release()
+        joiner.check_pairs()
+        return {k[1]: n for k, n in joiner.drain_counters().items()
+                if "pair" in k[1] or "without" in k[1]}
+
+    assert settle(3.9) == {}                       # 3.9 - 2 s lateness: r0 due at 2, r1 at 2.5
+    assert settle(4.6) == {"requests_without_predictions": 1, "predictions_without_pair": 1}
+    assert settle(9.0) == {}                       # counted once
+    joiner.on_prediction(pred("r1", "m:2", 0.6, False))   # the candidate after all, late
+    assert settle(10.0) == {"paired_late": 1}
+
+
 def test_unusable_events_say_why_in_one_sentence():
     joiner = Joiner({"e": experiment()})
     unknown = joiner.on_prediction(pred("r1", "m:1", 0.0, True, exp="other"))

@@ -96,6 +96,8 @@ class Joiner:
         self.max_ts = {kind: -math.inf for kind in INPUT_KINDS}
         self.backlogged: frozenset[str] = frozenset()
         self._ready: list[tuple[float, str]] = []  # (ready time, request_id), lazily pruned
+        #: (when its parts should all be in, request_id): see :meth:`check_pairs`
+        self._pairing: list[tuple[float, str]] = []
         self.counters: Counter[tuple[str | None, str]] = Counter()
         #: per experiment, the earliest event time of its traffic here, until its FIRST
         #: record is released (then None)
@@ -131,6 +133,8 @@ class Joiner:
         if entry.done or entry.request_ts is not None:
             self.counters[name, "duplicate_requests"] += 1
             return None
+        if not entry.preds:
+            self._expect_pair(rid, request.ts)
         self._first(name, request.ts)
         entry.request_ts = request.ts
         entry.request_unit = request.unit
@@ -165,6 +169,8 @@ class Joiner:
             self.counters[name, "duplicate_predictions"] += 1
             return None
         preds = entry.preds
+        if not preds and entry.request_ts is None:
+            self._expect_pair(rid, pred.ts)
         if preds is None:
             preds = entry.preds = {}
         elif arm in preds:
@@ -228,6 +234,30 @@ class Joiner:
         released.sort(key=JoinedRecord.sort_key)
         return released
 
+    def check_pairs(self) -> None:
+        """Count the requests still without their pair once it can no longer come in time.
+
+        The parts of one request (the request, every prediction it needs: each shadow arm's,
+        or the served one) carry event times within ``allowed_lateness`` of its first part;
+        once the watermark has passed that, all of them have arrived or are late. A request
+        with no prediction counts as ``requests_without_predictions``; one with predictions
+        but not the ones it needs (a shadow candidate not scored: ``route.shadow`` was empty)
+        as ``predictions_without_pair``. They still wait until ``label_ttl`` in case the parts
+        are only late (then ``paired_late`` counts them); the count says so at once instead.
+        """
+        limit = self.watermark - self.lateness
+        heap = self._pairing
+        while heap and heap[0][0] <= limit:
+            _, rid = heapq.heappop(heap)
+            entry, store = self._find(rid)
+            if entry is None or entry.done or entry.scored or entry.unpaired \
+                    or entry.experiment is None:
+                continue
+            what = "predictions_without_pair" if entry.preds else "requests_without_predictions"
+            self.counters[entry.experiment, what] += 1
+            entry.unpaired = True
+            store.put(rid, entry, deadline_changed=False)
+
     def expire(self) -> list[tuple[str, PendingEntry]]:
         """Drop requests whose TTL ran out (by the watermark); count what they were."""
         before = self.watermark - self.lateness
@@ -265,6 +295,9 @@ class Joiner:
     def _saw(self, kind: str, ts: float) -> None:
         if ts > self.max_ts[kind]:
             self.max_ts[kind] = ts
+
+    def _expect_pair(self, rid: str, first_ts: float) -> None:
+        heapq.heappush(self._pairing, (first_ts + self.lateness, rid))
 
     def _store(self, name: str) -> MemoryStore | DiskStore:
         return self.disk if self._on_disk[name] else self.memory
@@ -334,6 +367,8 @@ class Joiner:
             segments = entry.request_segments if entry.request_segments is not None else segments
         if not entry.scored:
             entry.scored = True
+            if entry.unpaired:
+                self.counters[name, "paired_late"] += 1
             out.append(JoinedRecord(SCORED, ready, rid, name, unit, segments, arms))
         label = entry.label
         if label is not None and max(ready, label.ts) <= limit:

@@ -137,6 +137,7 @@ class JoinPartition:
         joiner.backlogged = frozenset(backlogged)
         idle = flush or (quiet and not joiner.backlogged)
         records = joiner.release(flush=idle)
+        joiner.check_pairs()
         joiner.expire()
         by_experiment: dict[str, list] = {name: [] for name in self.experiments}
         for record in records:
@@ -175,6 +176,7 @@ class JoinPartition:
             "offsets": dict(self.next_offset),
             "max_ts": {k: (v if math.isfinite(v) else None) for k, v in joiner.max_ts.items()},
             "ready": [[ts, rid] for ts, rid in joiner._ready],
+            "pairing": [[ts, rid] for ts, rid in joiner._pairing],
             "first_seen": joiner.first_seen,
             "reference_left": self.reference_left,
             "experiments": {name: fingerprint(e) for name, e in self.experiments.items()},
@@ -193,11 +195,13 @@ class JoinPartition:
         for kind, ts in meta["max_ts"].items():
             joiner.max_ts[kind] = -math.inf if ts is None else ts
         joiner._ready = [(ts, rid) for ts, rid in meta["ready"]]
+        joiner._pairing = [(ts, rid) for ts, rid in meta.get("pairing", ())]
         joiner.first_seen = {name: ts for name, ts in meta.get("first_seen", {}).items()
                              if name in self.experiments}
         import heapq
 
         heapq.heapify(joiner._ready)
+        heapq.heapify(joiner._pairing)
         for name, left in meta.get("reference_left", {}).items():
             if name in self.reference_left:
                 self.reference_left[name].update(left)

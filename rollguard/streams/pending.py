@@ -51,6 +51,7 @@ class PendingEntry(msgspec.Struct, array_like=True, gc=False):
     label: LabelPart | None = None
     scored: bool = False
     done: bool = False
+    unpaired: bool = False                    # counted as without its pair (join.py)
 
 
 _ENTRY_ENCODER = msgspec.msgpack.Encoder()
