@@ -89,6 +89,11 @@ class Monitor:
     def _compute_status(self) -> str:
         return self.test.status()
 
+    def confidence(self, pct: str) -> str:
+        """How sure a failure is, for its reason: ``with 95% confidence`` where the test
+        guarantees it; a heuristic says so instead."""
+        return f"with {pct} confidence"
+
     def evidence(self) -> dict[str, Any]:
         return {"guardrail": self.name, "status": self.status(), **self.test.evidence()}
 
