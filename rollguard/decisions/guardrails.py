@@ -20,8 +20,10 @@ candidates), like the primary metric.
   (Lindon & Malek 2022 e-process); one per experiment.
 - ``score_psi`` / ``score_ks``: ``max`` → drift of the candidate's scores against its first
   ``reference.n`` scores, or against its scores in the experiment's ``reference.file``
-  (label-free proxy). A point estimate without an error guarantee:
-  undecided until the reference and as many current scores are in, then pass or fail.
+  (label-free proxy). ``score_ks``: anytime-valid bounds on the KS distance
+  (:class:`KSDistanceCS`: DKW on the reference, Howard & Ramdas 2022 on the current scores).
+  ``score_psi``: a heuristic point estimate without an error guarantee, undecided until the
+  reference and as many current scores are in, then pass or fail; its failure says so.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from rollguard.stats.sequential import (
     PASS,
     UNDECIDED,
     DiffThresholdTest,
+    KSDistanceCS,
     QuantileCS,
     QuantileRatioGuardrail,
     SRMTest,
@@ -204,45 +207,93 @@ class Agreement(Monitor):
 
 
 class ScoreDrift(Monitor):
+    """Drift of the candidate's scores from its reference (its first ``reference_n`` scores,
+    or ``reference``, its scores in the experiment's reference file), against ``limit``.
+
+    ``score_ks``: anytime-valid bounds on the KS distance at the candidate's ``alpha``
+    (:class:`~rollguard.stats.sequential.KSDistanceCS`): fails when the lower bound exceeds
+    the limit, passes when the upper bound is within it, each wrong with chance ≤ α however
+    often it is read. ``score_psi``: a heuristic, the PSI point estimate (no bound is known
+    that would hold here): undecided until the reference and as many current scores are in,
+    then pass or fail by the estimate; :meth:`confidence` and the evidence's ``method`` say so.
+    """
+
     kind = "drift"
 
     def __init__(self, metric: str, limit: float, reference_n: int,
-                 reference: list[float] | None = None) -> None:
-        drift = Drift(reference=reference) if reference else Drift(reference_size=reference_n)
-        super().__init__(f"{metric} <= {limit:g}", drift)
-        self.value_key = "psi" if metric == "score_psi" else "ks"
+                 reference: list[float] | None = None, alpha: float = 0.05) -> None:
+        self.heuristic = metric == "score_psi"
+        self.value_key = "psi" if self.heuristic else "ks"
         self.limit = limit
+        self.alpha = alpha
+        self.reference = list(reference) if reference else None
         self.reference_n = len(reference) if reference else reference_n
+        super().__init__(f"{metric} <= {limit:g}", self._new_test())
+
+    def _new_test(self) -> Any:
+        if self.heuristic:
+            return (Drift(reference=self.reference) if self.reference
+                    else Drift(reference_size=self.reference_n))
+        return KSDistanceCS(self.alpha, self.reference_n, self.reference, max=self.limit)
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None and cand.score is not None:
             self._feed(cand.score)
 
     def value(self) -> float | None:
+        """The point estimate (PSI, or the two-sample KS statistic); None until readable."""
+        if not self.heuristic:
+            return self.test.estimate()
         figures = self.test.get()
         if figures["current"] < self.reference_n:
             return None
         return figures[self.value_key]
 
     def _compute_status(self) -> str:
+        if not self.heuristic:
+            return self.test.status()
         value = self.value()
         if value is None:
             return UNDECIDED
         return FAIL if value > self.limit else PASS
 
+    def confidence(self, pct: str) -> str:
+        if self.heuristic:
+            return "by its point estimate (a heuristic with no error guarantee)"
+        return super().confidence(pct)
+
     def evidence(self) -> dict[str, Any]:
+        if not self.heuristic:
+            figures = self.test.evidence()
+            figures.pop("status", None)
+            figures.pop("limit", None)
+            return {"guardrail": self.name, "status": self.status(), "limit": self.limit,
+                    **figures}
         figures = self.test.get()
-        return {"guardrail": self.name, "status": self.status(), "value": self.value(),
+        return {"guardrail": self.name, "status": self.status(), "estimate": self.value(),
                 "limit": self.limit, "reference": figures["reference"],
                 "current": figures["current"],
-                "method": "point estimate against the first scores (no error guarantee)"}
+                "method": "point estimate, no error guarantee (PSI against the reference: "
+                          "a heuristic, no confidence bound)"}
 
     def load(self, state: Any) -> None:
-        self.test = Drift.from_dict(state)
+        if self.heuristic:
+            self.test = Drift.from_dict(state)
+        elif state.get("type") == KSDistanceCS.TYPE:
+            self.test = KSDistanceCS.from_dict(state)
+        else:
+            # a score_ks state saved before the bounds existed (a Drift sketch cannot give
+            # them): the test starts afresh, its guarantee intact, its reference re-collected
+            self.test = self._new_test()
         self._status = None
 
     def explain(self) -> str:
-        return f"{self.name}: the candidate's scores drifted to {_fmt(self.value())}"
+        if self.heuristic:
+            return (f"{self.name}: the PSI of the candidate's scores is {_fmt(self.value())} "
+                    f"(a point estimate)")
+        lo, hi = self.test.interval()
+        return (f"{self.name}: the KS distance of the candidate's scores from the reference "
+                f"lies in [{_fmt(lo)}, {_fmt(hi)}] (estimate {_fmt(self.value())})")
 
 
 class SampleRatio(Monitor):
@@ -287,7 +338,7 @@ def monitors_for(experiment: Any, alpha: float, arm: str) -> list[Monitor]:
         elif m == "agreement":
             monitors.append(Agreement(g.min, alpha))
         elif m in ("score_psi", "score_ks"):
-            monitors.append(ScoreDrift(m, g.max, reference_n, score_reference))
+            monitors.append(ScoreDrift(m, g.max, reference_n, score_reference, alpha))
     return monitors
 
 

@@ -14,6 +14,8 @@ one stream's mean              :class:`MeanCS` (:class:`BettingCS`,
                                :class:`EmpiricalBernsteinCS`, :class:`AsymptoticCS`)
 rate/mean vs a limit           :class:`ThresholdTest`, :class:`DiffThresholdTest`
 latency quantiles              :class:`QuantileCS`, :class:`QuantileRatioGuardrail`
+score drift (KS distance)      :class:`KSDistanceCS` — DKW on the reference, time-uniform DKW
+                               (Howard & Ramdas 2022) on the current scores
 sample-ratio mismatch          :class:`SRMTest`
 several candidates             :func:`per_candidate_alpha` (Bonferroni α/k)
 =============================  =============================================================
@@ -32,6 +34,7 @@ from typing import Any
 
 from rollguard.stats.sequential._base import FAIL, PASS, UNDECIDED, SequentialTest, bound_status
 from rollguard.stats.sequential.asymptotic import AsymptoticCS
+from rollguard.stats.sequential.cdf_distance import KSDistanceCS
 from rollguard.stats.sequential.betting import BettingCS
 from rollguard.stats.sequential.diff import DiffMeansCS
 from rollguard.stats.sequential.eb import EmpiricalBernsteinCS
@@ -61,6 +64,7 @@ TYPES: dict[str, type[SequentialTest]] = {
         QuantileCS,
         QuantileRatioGuardrail,
         SRMTest,
+        KSDistanceCS,
     )
 }
 
@@ -92,6 +96,7 @@ __all__ = [
     "DiffMeansCS",
     "DiffThresholdTest",
     "EmpiricalBernsteinCS",
+    "KSDistanceCS",
     "LogHistogram",
     "MeanCS",
     "PairedMeanCS",
