@@ -267,10 +267,10 @@ def scored(score: float) -> SimpleNamespace:
 
 def test_monitors_for_gives_score_ks_the_candidates_alpha():
     exp = experiment(guardrails=[{"metric": "score_ks", "max": 0.1},
-                                 {"metric": "score_psi", "max": 0.2}], reference={"n": 400})
+                                 {"metric": "score_psi", "max": 0.2}], reference={"n": 2000})
     ks, psi = monitors_for(exp, 0.0125, "m:2")
     assert isinstance(ks.test, KSDistanceCS) and ks.test.alpha == 0.0125
-    assert ks.test.reference_size == 400 and ks.test.max == 0.1
+    assert ks.test.reference_size == 2000 and ks.test.max == 0.1
     assert isinstance(psi.test, Drift) and psi.heuristic
 
 

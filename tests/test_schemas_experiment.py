@@ -269,6 +269,11 @@ def test_bandit_defaults_and_min_share_below_one_over_k():
      "is score_psi, which needs task binary, not multiclass"),
     ({"metric": "score_ks", "max": 1.5}, {}, "guardrails[0].max",
      "must be a number > 0 and <= 1, got 1.5"),
+    # a limit the reference's own uncertainty leaves no room to pass: promotion never comes
+    ({"metric": "score_ks", "max": 0.05}, {}, "guardrails[0].max",
+     "is 0.05, which the candidate's scores can hardly ever pass against a reference of 1000 "
+     "scores (the reference alone is uncertain by 0.047 at the candidate's alpha): set "
+     "reference.n to at least 3506, or max to at least 0.1"),
     ({"metric": "error_rate", "max": 0.1, "segment": {"tier": "vip"}}, {},
      "guardrails[0].segment", "applies only to precision, recall and accuracy, not error_rate"),
     ({"metric": "precision", "min": 0.9, "segment": {}}, {}, "guardrails[0].segment",

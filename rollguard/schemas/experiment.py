@@ -503,6 +503,28 @@ def _checked_traffic(exp: Experiment, bandit: Bandit | None) -> MappingProxyType
     return MappingProxyType({arm: exp.traffic[arm] for arm in arms})
 
 
+def _check_ks_passable(exp: Experiment, key: str, limit: float) -> None:
+    """A ``score_ks`` limit the first ``reference.n`` scores cannot pass blocks promotion for
+    good: the KS bounds include the reference's own uncertainty, which never shrinks. Asks
+    for a reference whose uncertainty is at most half the limit (the current scores' share
+    then falls below the other half within tens of thousands of scores)."""
+    from rollguard.stats.sequential.cdf_distance import dkw_radius
+    from rollguard.stats.sequential.multiple import per_candidate_alpha
+
+    if exp.reference is not None and exp.reference.file is not None:
+        return  # a reference file's size is checked when it is read
+    n = exp.reference.n if exp.reference is not None and exp.reference.n else 1000
+    alpha = min(per_candidate_alpha(exp.alpha, exp.candidates).values()) / 2  # the reference's
+    radius = dkw_radius(n, alpha)
+    if radius > limit / 2:
+        need = math.ceil(math.log(2.0 / alpha) / (2.0 * (limit / 2) ** 2))
+        raise _KeyProblem(f"{key}.max", f"is {limit:g}, which the candidate's scores can "
+                          f"hardly ever pass against a reference of {n} scores (the reference "
+                          f"alone is uncertain by {radius:.3f} at the candidate's alpha): set "
+                          f"reference.n to at least {need}, or max to at least "
+                          f"{math.ceil(200 * radius) / 100:g}")
+
+
 def _checked_guardrail(exp: Experiment, index: int, guardrail: Guardrail) -> Guardrail:
     key = f"guardrails[{index}]"
     rule = GUARDRAIL_RULES[guardrail.metric]
@@ -528,6 +550,8 @@ def _checked_guardrail(exp: Experiment, index: int, guardrail: Guardrail) -> Gua
             raise _KeyProblem(f"{key}.{bound}", rejection.detail) from None
     if rule.needs_bound and not given:
         raise _KeyProblem(key, f"needs {_either(tuple(rule.bounds), 'and/or')} for {name}")
+    if guardrail.metric == "score_ks" and guardrail.max is not None:
+        _check_ks_passable(exp, key, guardrail.max)
     if guardrail.segment is not None:
         if not rule.segment:
             raise _KeyProblem(f"{key}.segment", "applies only to precision, recall and "
