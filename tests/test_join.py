@@ -147,7 +147,7 @@ def test_requests_never_labelled_expire_after_the_ttl_by_event_time():
     joiner = Joiner({"e": experiment(ttl=10.0, lateness=1.0)})
     joiner.on_prediction(pred("r1", "m:1", 0.0, True))
     joiner.on_prediction(pred("r1", "m:2", 0.0, False))
-    joiner.on_prediction(pred("r2", "m:1", 0.0, True))         # its candidate never answers
+    joiner.on_request(Request(request_id="r2", experiment="e", ts=0.0))  # no model answers
     assert joiner.pending() == 2
     joiner.on_prediction(pred("r3", "m:1", 10.5, True))        # watermark 10.5: not yet
     joiner.release()
@@ -163,7 +163,7 @@ def test_requests_never_labelled_expire_after_the_ttl_by_event_time():
 
 
 def test_requests_without_their_pair_are_counted_once_the_watermark_says_it_cannot_come():
-    """A shadow request whose candidate was not scored (``route.shadow`` empty) and a request
+    """A shadow request that only the champion scored (``route.shadow`` empty) and a request
     with no prediction are counted as soon as the watermark has passed their first part by
     the allowed lateness: not silently left to wait out ``label_ttl``."""
     joiner = Joiner({"e": experiment(ttl=1000.0, lateness=2.0)})
@@ -175,16 +175,38 @@ def test_requests_without_their_pair_are_counted_once_the_watermark_says_it_cann
     def settle(ts):
         for arm in ("m:1", "m:2"):  # a whole pair at ts: moves the watermark
             joiner.on_prediction(pred(f"tick-{ts}", arm, ts, arm == "m:1"))
-        joiner.release()
+        released = joiner.release()
         joiner.check_pairs()
-        return {k[1]: n for k, n in joiner.drain_counters().items()
-                if "pair" in k[1] or "without" in k[1]}
+        counted = {k[1]: n for k, n in joiner.drain_counters().items()
+                   if "pair" in k[1] or "without" in k[1] or "late" in k[1]}
+        return counted, {r.request_id: len(r.arms) for r in released if r.request_id[:1] == "r"}
 
-    assert settle(3.9) == {}                       # 3.9 - 2 s lateness: r0 due at 2, r1 at 2.5
-    assert settle(4.6) == {"requests_without_predictions": 1, "predictions_without_pair": 1}
-    assert settle(9.0) == {}                       # counted once
-    joiner.on_prediction(pred("r1", "m:2", 0.6, False))   # the candidate after all, late
-    assert settle(10.0) == {"paired_late": 1}
+    assert settle(3.9) == ({}, {"r2": 2})  # 3.9 - 2 s lateness: r0 due at 2, r1 at 2.5
+    # r1 goes with the champion alone (nothing to pair it with), r0 is counted and waits
+    assert settle(4.6) == ({"requests_without_predictions": 1, "predictions_without_pair": 1},
+                           {"r1": 1})
+    assert settle(9.0) == ({}, {})                  # counted once
+    for arm in ("m:1", "m:2"):                      # r0's predictions after all: it joins
+        joiner.on_prediction(pred("r0", arm, 0.1, arm == "m:1"))
+    joiner.on_prediction(pred("r1", "m:2", 0.6, False))   # r1's record went without it
+    assert settle(10.0) == ({"paired_late": 1, "late_predictions": 1}, {"r0": 2})
+
+
+def test_a_shadow_arm_that_stops_scoring_does_not_stall_the_others():
+    """A dropped shadow candidate leaves the route: its predictions stop. The requests still
+    join with the arms that scored them, within the allowed lateness."""
+    joiner = Joiner({"e": experiment(ttl=1000.0, lateness=2.0, arms=("m:1", "m:2", "m:3"))})
+    released = []
+    for i in range(20):
+        arms = ("m:1", "m:2", "m:3") if i < 10 else ("m:1", "m:3")   # m:2 dropped at 10
+        for arm in arms:
+            joiner.on_prediction(pred(f"q{i}", arm, float(i), arm == "m:1"))
+        joiner.on_label(Label(request_id=f"q{i}", ts=float(i) + 0.1, label=1))
+        released += joiner.release()
+    outcomes = {r.request_id: tuple(v.arm for v in r.arms) for r in released
+                if r.kind == OUTCOME}
+    assert outcomes["q3"] == ("m:1", "m:2", "m:3") and outcomes["q12"] == ("m:1", "m:3")
+    assert len(outcomes) >= 16  # all but the last lateness' worth, released in order
 
 
 def test_unusable_events_say_why_in_one_sentence():
@@ -203,7 +225,7 @@ def test_the_watermark_waits_for_a_backlogged_topic():
     joiner = Joiner({"e": experiment(lateness=0.0)})
     joiner.on_prediction(pred("r1", "m:1", 5.0, True))
     joiner.on_prediction(pred("r1", "m:2", 5.0, False))
-    joiner.on_prediction(pred("r2", "m:1", 50.0, True))
+    joiner.on_prediction(pred("r2", "m:2", 50.0, False))  # not yet scorable: moves the time
     joiner.backlogged = frozenset({"requests"})   # requests not read that far yet
     assert joiner.release() == [], "r1's request may still come"
     joiner.on_request(Request(request_id="r1", experiment="e", ts=4.0, segments={"t": "x"}))

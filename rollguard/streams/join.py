@@ -176,6 +176,9 @@ class Joiner:
         elif arm in preds:
             self.counters[name, "duplicate_predictions"] += 1
             return None
+        elif entry.scored:  # its record went without this arm: too late to change it
+            self.counters[name, "late_predictions"] += 1
+            return None
         if pred.served:
             for other in preds.values():
                 if other.served:
@@ -237,13 +240,14 @@ class Joiner:
     def check_pairs(self) -> None:
         """Count the requests still without their pair once it can no longer come in time.
 
-        The parts of one request (the request, every prediction it needs: each shadow arm's,
-        or the served one) carry event times within ``allowed_lateness`` of its first part;
-        once the watermark has passed that, all of them have arrived or are late. A request
-        with no prediction counts as ``requests_without_predictions``; one with predictions
-        but not the ones it needs (a shadow candidate not scored: ``route.shadow`` was empty)
-        as ``predictions_without_pair``. They still wait until ``label_ttl`` in case the parts
-        are only late (then ``paired_late`` counts them); the count says so at once instead.
+        The parts of one request (the request, the predictions it needs) carry event times
+        within ``allowed_lateness`` of its first part; once the watermark has passed that, all
+        of them have arrived or are late. A request with no prediction counts as
+        ``requests_without_predictions``; one with predictions but not the served one as
+        ``predictions_without_pair``, and so does a shadow record released with the served
+        arm alone (no candidate scored it: ``route.shadow`` was empty, see :meth:`_emit`).
+        Unscored ones still wait until ``label_ttl`` in case the parts are only late (then
+        ``paired_late`` counts them); the count says so at once instead.
         """
         limit = self.watermark - self.lateness
         heap = self._pairing
@@ -321,27 +325,41 @@ class Joiner:
             store.remove(rid)
         return entry, target
 
-    def _expected_ready(self, entry: PendingEntry, name: str) -> float | None:
-        """Event time at which the expected predictions were all in, or None."""
+    def _expected_ready(self, entry: PendingEntry, name: str) -> tuple[float, float] | None:
+        """``(ready, horizon)``: the event time at which the record can be scored, and the
+        latest event time of a part it takes; None while it cannot be scored.
+
+        Shadow mode expects every arm's prediction within ``allowed_lateness`` of the first
+        one's event time; an arm that did not score the request by then (a candidate
+        dropped, or not shadowed yet) is left out, and the record goes at that time with the
+        arms it has, as long as the served one is among them. Only parts up to that time
+        decide, so live and replay release the same record.
+        """
         preds = entry.preds
         if not preds:
             return None
         if self._shadow[name]:
-            if len(preds) < len(self._arms[name]):
-                return None
-            return max(v.ts for v in preds.values())
+            due = min(v.ts for v in preds.values()) + self.lateness
+            in_time = [v for v in preds.values() if v.ts <= due]
+            if len(in_time) == len(self._arms[name]):
+                ready = max(v.ts for v in in_time)
+                return ready, ready + self.lateness
+            if any(v.served for v in in_time):
+                return due, due
+            return None
         for view in preds.values():
             if view.served:
-                return view.ts
+                return view.ts, view.ts + self.lateness
         return None
 
     def _ready_time(self, entry: PendingEntry) -> float | None:
         name = entry.experiment
         if name is None:
             return None
-        scored = self._expected_ready(entry, name)
-        if scored is None:
+        expected = self._expected_ready(entry, name)
+        if expected is None:
             return None
+        scored = expected[0]
         if not entry.scored:
             return scored
         if entry.label is None:
@@ -356,8 +374,7 @@ class Joiner:
     def _emit(self, rid: str, entry: PendingEntry, store: Any, out: list[JoinedRecord],
               limit: float) -> None:
         name = entry.experiment
-        ready = self._expected_ready(entry, name)
-        horizon = ready + self.lateness
+        ready, horizon = self._expected_ready(entry, name)
         order = self._order[name]
         arms = tuple(sorted((v for v in (entry.preds or {}).values() if v.ts <= horizon),
                             key=lambda v: order[v.arm]))
@@ -369,6 +386,8 @@ class Joiner:
             entry.scored = True
             if entry.unpaired:
                 self.counters[name, "paired_late"] += 1
+            elif len(arms) == 1 and self._shadow[name]:  # no other arm scored it in time
+                self.counters[name, "predictions_without_pair"] += 1
             out.append(JoinedRecord(SCORED, ready, rid, name, unit, segments, arms))
         label = entry.label
         if label is not None and max(ready, label.ts) <= limit:
