@@ -27,7 +27,11 @@ import math
 import numpy as np
 
 from rollguard.stats.sequential._base import check_alpha, check_bounds
-from rollguard.stats.sequential.asymptotic import normal_mixture_rho
+from rollguard.stats.sequential.asymptotic import (
+    DEFAULT_BURN_IN,
+    check_burn_in,
+    normal_mixture_rho,
+)
 from rollguard.stats.sequential.eb import plug_in_rate
 from rollguard.stats.sequential.quantile import QuantileCS
 
@@ -217,10 +221,13 @@ class BettingBatch:
 
 
 class AsymptoticBatch:
-    """Twin of :class:`~.asymptotic.AsymptoticCS` over ``runs`` parallel streams."""
+    """Twin of :class:`~.asymptotic.AsymptoticCS` over ``runs`` parallel streams (the same
+    ``burn_in``: no finite bound before it)."""
 
-    def __init__(self, runs: int, alpha: float = 0.05, tuned_n: float = 1000) -> None:
+    def __init__(self, runs: int, alpha: float = 0.05, tuned_n: float = 1000,
+                 burn_in: int = DEFAULT_BURN_IN) -> None:
         self.alpha = check_alpha(alpha)
+        self.burn_in = check_burn_in(burn_in)
         self._rho = normal_mixture_rho(tuned_n, self.alpha)
         self._two_log_inv_alpha = 2.0 * math.log(1.0 / self.alpha)
         self.n = 0
@@ -237,7 +244,7 @@ class AsymptoticBatch:
 
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
         n = self.n
-        if n < 2:
+        if n < self.burn_in:
             inf = np.full_like(self._mean, np.inf)
             return -inf, inf
         radius = np.sqrt(

@@ -25,6 +25,10 @@ The arrival ratio is an exponentially weighted share of the candidate among rece
 other), each new block takes proportionally more of its observations, so the number of open
 blocks (the state) stays small.
 
+For unbounded values the asymptotic CS gives no finite bound before ``burn_in`` completed blocks
+(default 30; :mod:`.asymptotic`). It counts blocks, the sample size of the CS: a 95/5 canary
+can roll back after about 30 candidate outcomes (600 in all), never on its first two blocks.
+
 Merge: the completed-block CSs merge as their method does (:mod:`.eb`, :mod:`.betting`,
 :mod:`.asymptotic`); per-arm counts and sums add; the other's open blocks are appended and keep
 filling in order.
@@ -53,6 +57,7 @@ from rollguard.stats.sequential._base import (
     check_bounds,
     check_finite,
 )
+from rollguard.stats.sequential.asymptotic import DEFAULT_BURN_IN
 from rollguard.stats.sequential.mean import DEFAULT_TUNED_N, MeanCS
 
 #: The two arms, in index order.
@@ -74,7 +79,8 @@ class DiffMeansCS(SequentialTest):
     """Anytime-valid (1−α) CS for mean(candidate) − mean(champion) from independent arms.
 
     ``lower``/``upper`` bound each observation (omit both for unbounded scores). ``tuned_n``
-    counts blocks, i.e. about the smaller arm's count. See the module docstring.
+    and ``burn_in`` (unbounded only) count blocks, i.e. about the smaller arm's count. See the
+    module docstring.
     """
 
     TYPE = "sequential.DiffMeansCS"
@@ -86,11 +92,13 @@ class DiffMeansCS(SequentialTest):
         upper: float | None = None,
         tuned_n: float = DEFAULT_TUNED_N,
         test_points: tuple[float, ...] = (),
+        *,
+        burn_in: int = DEFAULT_BURN_IN,
     ) -> None:
         lo, hi = check_bounds(lower, upper)
         self.lower, self.upper = lo, hi
         if lo is None or hi is None:
-            self.blocks_cs = MeanCS(alpha=alpha, tuned_n=tuned_n)
+            self.blocks_cs = MeanCS(alpha=alpha, tuned_n=tuned_n, burn_in=burn_in)
         else:
             self.blocks_cs = MeanCS(alpha=alpha, lower=lo - hi, upper=hi - lo, tuned_n=tuned_n,
                                     test_points=test_points)

@@ -8,8 +8,12 @@
   caller names ``test_points`` (the values a decision compares the mean with, such as −margin),
   the betting CS of the same paper (:mod:`.betting`), exact at those points and faster to
   decide there;
-* unbounded (neither given: abs_error, sq_error) → the asymptotic CS of Waudby-Smith, Arnold,
-  Wu, Chugg & Ramdas (2024) (:mod:`.asymptotic`), which only needs finite moments.
+* unbounded (neither given: abs_error, sq_error) → the asymptotic CS of Waudby-Smith, Arbour,
+  Sinha, Kennedy & Ramdas (2024) (:mod:`.asymptotic`), which only needs finite moments. Its
+  guarantee is asymptotic, so it gives no finite bound, and ``side_of`` answers 0 (neither
+  promote nor roll back), before ``burn_in`` observations (default 30): with tied values the
+  plug-in variance is 0 at two observations, and its zero-width interval would roll back on
+  two equal differences below −margin.
 
 :class:`PairedMeanCS` is the same object used for shadow mode, where both arms score the same
 request: feed it ``d_i = score_candidate − score_champion`` (higher is better, so ``−loss``), and
@@ -40,6 +44,10 @@ average, in about that many samples at that effect (measured in ``bench/``).
 >>> unbounded = MeanCS(alpha=0.05)            # no bounds: asymptotic CS
 >>> unbounded.method
 'asymptotic'
+>>> for _ in range(29):
+...     _ = unbounded.update(-2.0)            # the candidate 2 worse on 29 requests in a row
+>>> unbounded.side_of(0.0), unbounded.update(-2.0).side_of(0.0)   # undecided until 30
+(0, -1)
 >>> PairedMeanCS.from_dict(cs.to_dict()).interval() == cs.interval()
 True
 >>> fixed_horizon_n(effect=0.02, sd=0.3, alpha=0.05, power=0.8)
@@ -53,7 +61,7 @@ from typing import Any, Self
 
 from rollguard.stats.sequential._base import (SequentialTest, check_alpha, check_bounds,
                                               interval_side)
-from rollguard.stats.sequential.asymptotic import AsymptoticCS
+from rollguard.stats.sequential.asymptotic import DEFAULT_BURN_IN, AsymptoticCS
 from rollguard.stats.sequential.betting import BettingCS
 from rollguard.stats.sequential.eb import EmpiricalBernsteinCS
 
@@ -85,6 +93,8 @@ class MeanCS(SequentialTest):
     """Anytime-valid (1−α) CS for the mean of one stream: EB if bounded, asymptotic if not.
 
     Merge and its meaning are those of the chosen method (see :mod:`.eb`, :mod:`.asymptotic`).
+    ``burn_in`` applies to the asymptotic CS only (unbounded values): no finite bound before
+    that many observations. The bounded methods are valid from the first observation.
     """
 
     TYPE = "sequential.MeanCS"
@@ -96,11 +106,13 @@ class MeanCS(SequentialTest):
         upper: float | None = None,
         tuned_n: float = DEFAULT_TUNED_N,
         test_points: tuple[float, ...] = (),
+        *,
+        burn_in: int = DEFAULT_BURN_IN,
     ) -> None:
         lo, hi = check_bounds(lower, upper)
         self.core: EmpiricalBernsteinCS | BettingCS | AsymptoticCS
         if lo is None or hi is None:
-            self.core = AsymptoticCS(alpha=alpha, tuned_n=tuned_n)
+            self.core = AsymptoticCS(alpha=alpha, tuned_n=tuned_n, burn_in=burn_in)
         elif test_points:
             self.core = BettingCS(alpha=alpha, lower=lo, upper=hi, tuned_n=tuned_n,
                                   test_points=test_points)
