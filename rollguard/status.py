@@ -44,13 +44,28 @@ from rich.text import Text
 
 from rollguard.streams.topics import TopicNames
 
-FINAL = ("promote", "rollback", "hold")
+FINAL = ("promote", "rollback", "hold", "complete")
+
+
+def is_final(event: dict[str, Any]) -> bool:
+    """True for the event that ends an experiment: ``rollback``, ``hold``, ``complete``, or
+    a ``promote`` with no bake window after it (docs/events.md).
+
+    >>> is_final({"action": "promote", "evidence": {"bake": {"champion": "m:2"}}})
+    False
+    >>> is_final({"action": "promote", "evidence": {}}), is_final({"action": "complete"})
+    (True, True)
+    """
+    action = event.get("action")
+    if action == "promote":
+        return "bake" not in (event.get("evidence") or {})
+    return action in FINAL
 #: the key of the primary metric in an arm's outcome statistics
 METRIC_KEY = {"accuracy": "accuracy", "log_loss": "log_loss", "brier": "brier",
               "abs_error": "mae", "sq_error": "mse"}
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "undecided": "yellow"}
 ACTION_STYLE = {"promote": "bold green", "rollback": "bold red", "hold": "bold yellow",
-                "set_traffic": "cyan", "start": "dim"}
+                "complete": "bold green", "set_traffic": "cyan", "start": "dim"}
 
 
 class StatusError(RuntimeError):
@@ -124,8 +139,8 @@ class ExperimentView:
         return list(self.decision.get("shadow") or [])
 
     def final(self) -> dict[str, Any] | None:
-        """The final decision (promote, rollback, hold), from the control topic or snapshot."""
-        if self.control is not None and self.control.get("action") in FINAL:
+        """The final decision (see :func:`is_final`), from the control topic or snapshot."""
+        if self.control is not None and is_final(self.control):
             return self.control
         final = self.decision.get("final")
         return final or None
@@ -367,6 +382,8 @@ def render_experiment(view: ExperimentView, *, compact: bool = False,
     if final is not None:
         action = final.get("action", "")
         title.append(f"  ·  {action.upper()}", style=ACTION_STYLE.get(action, ""))
+    elif view.control is not None and view.control.get("action") == "promote":
+        title.append("  ·  PROMOTED, BAKING", style=ACTION_STYLE.get("promote", ""))
     alphas = [view.track(a).get("alpha") for a in candidates]
     alpha = min((a for a in alphas if a), default=view.evidence.get("alpha") or 0.05)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,

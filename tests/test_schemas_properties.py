@@ -79,7 +79,7 @@ def controls(draw) -> dict:
     return {"experiment": draw(ids), "seq": draw(st.integers(1, 2**63 - 1)),
             "ts": draw(timestamps),
             "action": draw(st.sampled_from(["start", "set_traffic", "promote", "rollback",
-                                            "hold"])),
+                                            "hold", "complete"])),
             "mode": draw(st.sampled_from(["shadow", "ab", "canary", "bandit"])),
             "champion": names[0], "traffic": traffic,
             "shadow": draw(st.lists(arms, max_size=3)), "reason": draw(ids),
@@ -367,7 +367,7 @@ def test_schema_ranges_are_the_decoders_ranges():
     assert control["traffic"]["additionalProperties"] == {"type": "number", "minimum": 0,
                                                           "maximum": 1}
     assert set(control["action"]["enum"]) == {"start", "set_traffic", "promote", "rollback",
-                                              "hold"}
+                                              "hold", "complete"}
     experiment = SCHEMAS["experiment"]["$defs"]["Experiment"]["properties"]
     assert experiment["alpha"]["exclusiveMinimum"] == 0 and experiment["alpha"]["maximum"] == 0.5
     assert SCHEMAS["experiment"]["$defs"]["Experiment"]["additionalProperties"] is False

@@ -39,6 +39,22 @@ def test_promote_sets_the_alias_and_rollback_or_hold_leave_it(tmp_path):
     assert registry.aliases() == {"champion": "churn:7"}
 
 
+def test_a_rollback_during_the_bake_window_moves_the_alias_back(tmp_path):
+    """After ``promote`` the new champion bakes; a breach rolls back to the former one, and
+    the alias follows it back (once: the seq rule holds); ``complete`` changes nothing."""
+    registry = JsonRegistry(tmp_path / "aliases.json")
+    registry.set("champion", "churn:6")
+    bake = {"bake": {"champion": "churn:7", "former": "churn:6"}}
+    assert apply_control_event(registry, {**event(2, "promote", "churn:7"), "evidence": bake})
+    rollback = {**event(3, "rollback", "churn:6"), "evidence": bake}
+    assert apply_control_event(registry, rollback)
+    assert registry.get("champion") == "churn:6"
+    assert not apply_control_event(registry, rollback)          # read again: nothing
+    assert not apply_control_event(registry, {**event(4, "complete", "churn:6"),
+                                              "evidence": bake})
+    assert registry.get("champion") == "churn:6"
+
+
 def test_a_replayed_promote_changes_nothing_even_after_a_manual_change(tmp_path):
     path = tmp_path / "aliases.json"
     registry = JsonRegistry(path)

@@ -138,6 +138,28 @@ def test_given_the_experiment_file_shadow_candidates_score_from_the_first_reques
         "churn-shadow", "user-1") == Route(CHAMPION)
 
 
+def test_a_promotion_that_bakes_keeps_the_former_champion_in_play():
+    """``promote`` routes by its own traffic and shadow: the new champion serves, the former
+    keeps its holdback (or scores in shadow); ``complete`` and ``rollback`` end it."""
+    from rollguard.schemas.events import decode_control
+    from rollguard.serving.router import ExperimentState, _Table
+
+    def table(seq, action, mode, champion, traffic, shadow=()):
+        state = ExperimentState.from_event(decode_control(control(
+            seq, action, mode, champion, traffic=traffic, shadow=list(shadow))))
+        return state, _Table.of(state)
+
+    state, baking = table(5, "promote", "ab", CANDIDATE, {CANDIDATE: 0.95, CHAMPION: 0.05})
+    assert not state.final
+    assert {r.serve for r in baking.routes} == {CANDIDATE, CHAMPION}
+    state, shadowed = table(5, "promote", "shadow", CANDIDATE, {CANDIDATE: 1.0}, [CHAMPION])
+    assert not state.final and shadowed.routes == (Route(CANDIDATE, (CHAMPION,)),)
+    state, done = table(6, "complete", "ab", CANDIDATE, {CANDIDATE: 1.0})
+    assert state.final and done.routes == (Route(CANDIDATE),)
+    state, plain = table(5, "promote", "ab", CANDIDATE, {CANDIDATE: 1.0})  # no bake window
+    assert state.final and plain.routes == (Route(CANDIDATE),)
+
+
 def test_an_experiment_without_state_or_champion_is_a_clear_error():
     router = Router("127.0.0.1:1", experiments={EXPERIMENT: CHAMPION})
     with pytest.raises(UnknownExperiment, match="experiments="):

@@ -154,8 +154,9 @@ class LatencyMax(Monitor):
 
 
 class ErrorRateMax(Monitor):
-    def __init__(self, limit: float, alpha: float) -> None:
-        super().__init__(f"error_rate <= {limit:g}", ThresholdTest(alpha, 0.0, 1.0, max=limit))
+    def __init__(self, limit: float, alpha: float, tracks_average: bool = False) -> None:
+        super().__init__(f"error_rate <= {limit:g}", ThresholdTest(
+            alpha, 0.0, 1.0, max=limit, tracks_average=tracks_average))
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None:
@@ -163,9 +164,10 @@ class ErrorRateMax(Monitor):
 
 
 class ErrorRateDiff(Monitor):
-    def __init__(self, limit: float, alpha: float) -> None:
+    def __init__(self, limit: float, alpha: float, tracks_average: bool = False) -> None:
         super().__init__(f"error_rate <= champion + {limit:g}",
-                         DiffThresholdTest(alpha, 0.0, 1.0, max=limit))
+                         DiffThresholdTest(alpha, 0.0, 1.0, max=limit,
+                                           tracks_average=tracks_average))
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None:
@@ -177,9 +179,11 @@ class ErrorRateDiff(Monitor):
 class Quality(Monitor):
     """precision / recall / accuracy of the candidate, optionally within a segment."""
 
-    def __init__(self, metric: str, limit: float, segment, alpha: float) -> None:
+    def __init__(self, metric: str, limit: float, segment, alpha: float,
+                 tracks_average: bool = False) -> None:
         super().__init__(f"{metric}{_segment_text(segment)} >= {limit:g}",
-                         ThresholdTest(alpha, 0.0, 1.0, min=limit))
+                         ThresholdTest(alpha, 0.0, 1.0, min=limit,
+                                       tracks_average=tracks_average))
         self.metric, self.segment = metric, dict(segment) if segment else None
 
     def on_outcome(self, record, cand, champ, reader) -> None:
@@ -198,8 +202,9 @@ class Quality(Monitor):
 
 
 class Agreement(Monitor):
-    def __init__(self, limit: float, alpha: float) -> None:
-        super().__init__(f"agreement >= {limit:g}", ThresholdTest(alpha, 0.0, 1.0, min=limit))
+    def __init__(self, limit: float, alpha: float, tracks_average: bool = False) -> None:
+        super().__init__(f"agreement >= {limit:g}", ThresholdTest(
+            alpha, 0.0, 1.0, min=limit, tracks_average=tracks_average))
 
     def on_scored(self, record, cand, champ) -> None:
         if cand is not None and champ is not None and cand.error is None and champ.error is None:
@@ -314,8 +319,15 @@ class SampleRatio(Monitor):
                 f"(e-value {self.test.e_value:.3g} >= 1/alpha)")
 
 
-def monitors_for(experiment: Any, alpha: float, arm: str) -> list[Monitor]:
-    """The monitors of ``experiment``'s guardrails for candidate ``arm``, in file order."""
+def monitors_for(experiment: Any, alpha: float, arm: str, *,
+                 tracks_average: bool = False) -> list[Monitor]:
+    """The monitors of ``experiment``'s guardrails for candidate ``arm``, in file order.
+
+    ``tracks_average`` (the bake window, where the new champion may change): the rate
+    guardrails (error rate, precision, recall, accuracy, agreement) bound the average since
+    they started, valid while it moves. The latency and drift guardrails keep their tests.
+    """
+    mean = {"tracks_average": tracks_average}
     monitors: list[Monitor] = []
     reference_n = (experiment.reference.n if experiment.reference and experiment.reference.n
                    else 1000)
@@ -330,13 +342,13 @@ def monitors_for(experiment: Any, alpha: float, arm: str) -> list[Monitor]:
                 monitors.append(LatencyMax(m, g.max, alpha))
         elif m == "error_rate":
             if g.max is not None:
-                monitors.append(ErrorRateMax(g.max, alpha))
+                monitors.append(ErrorRateMax(g.max, alpha, **mean))
             if g.max_diff is not None:
-                monitors.append(ErrorRateDiff(g.max_diff, alpha))
+                monitors.append(ErrorRateDiff(g.max_diff, alpha, **mean))
         elif m in ("precision", "recall", "accuracy"):
-            monitors.append(Quality(m, g.min, g.segment, alpha))
+            monitors.append(Quality(m, g.min, g.segment, alpha, **mean))
         elif m == "agreement":
-            monitors.append(Agreement(g.min, alpha))
+            monitors.append(Agreement(g.min, alpha, **mean))
         elif m in ("score_psi", "score_ks"):
             monitors.append(ScoreDrift(m, g.max, reference_n, score_reference, alpha))
     return monitors

@@ -76,11 +76,14 @@ class Mode:
         score = policy.reader.score(view, record.label) if view is not None else None
         if score is None:
             return
+        tracks = policy.active_tracks()
         if served == policy.champion:
-            for track in policy.active_tracks():
+            for track in tracks:
                 track.delta.add("champion", score)
-        elif served in policy.tracks and policy.tracks[served].active:
-            policy.tracks[served].delta.add("candidate", score)
+        else:
+            for track in tracks:
+                if track.arm == served:
+                    track.delta.add("candidate", score)
 
     # -- deciding -----------------------------------------------------------------------
     def advance(self, policy: Policy, ready: list[str], ts: float) -> list[ControlEvent]:

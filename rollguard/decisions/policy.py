@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rollguard.decisions.bake import BakeWindow
 from rollguard.decisions.guardrails import SampleRatio, monitors_for, wants_srm
 from rollguard.decisions.modes import mode_for, pct, signed
 from rollguard.decisions.observations import Reader
@@ -54,7 +55,10 @@ from rollguard.stats.sequential import FAIL, PASS, per_candidate_alpha
 from rollguard.streams.records import FIRST, OUTCOME, JoinedRecord
 
 PROMOTE, ROLLBACK, HOLD, SET_TRAFFIC, START = "promote", "rollback", "hold", "set_traffic", "start"
-FINAL = (PROMOTE, ROLLBACK, HOLD)
+COMPLETE = "complete"
+#: the actions that can end an experiment (``promote`` does unless it bakes: then ``complete``
+#: or ``rollback`` follows)
+FINAL = (PROMOTE, ROLLBACK, HOLD, COMPLETE)
 #: event time after a traffic change during which served arms are not checked for SRM: the
 #: routers apply a change only after the join, the checkpoint and the control topic
 SRM_GRACE_S = 30.0
@@ -85,8 +89,12 @@ class Policy:
         self.start_ts: float | None = None
         self.final: dict[str, Any] | None = None
         self.last_reason: str | None = None
+        self.bake: BakeWindow | None = None  # after a promotion, while the new champion bakes
 
     def active_tracks(self) -> list[Track]:
+        """The candidates under test: the new champion alone while it bakes."""
+        if self.bake is not None:
+            return [self.bake.track]
         return [t for t in self.tracks.values() if t.active]
 
     # -- records --------------------------------------------------------------------------
@@ -150,9 +158,13 @@ class Policy:
     def _decide(self, ts: float) -> list[ControlEvent]:
         events: list[ControlEvent] = []
         if self.srm is not None and self.srm.status() == FAIL:
-            reason = (f"All candidates are rolled back: guardrail srm failed with "
-                      f"{pct(self.experiment.alpha)} confidence ({self.srm.explain()}).")
+            who = (f"{self.bake.winner} is rolled back to {self.champion} during its bake "
+                   "window" if self.bake is not None else "All candidates are rolled back")
+            reason = (f"{who}: guardrail srm failed with {pct(self.experiment.alpha)} "
+                      f"confidence ({self.srm.explain()}).")
             return [self._final(ROLLBACK, ts, reason)]
+        if self.bake is not None:
+            return self._decide_bake(ts)
         verdicts = {t.arm: self._verdict(t) for t in self.active_tracks()}
         dropped = [arm for arm, v in verdicts.items() if v is not None and v[0] == ROLLBACK]
         if dropped:
@@ -176,14 +188,55 @@ class Policy:
         return max(ready, key=lambda a: (self.tracks[a].delta.interval()[0], a))
 
     def promote(self, best: str, ts: float) -> ControlEvent:
+        """``best`` becomes the champion: the end, or the start of its bake window."""
         delta = self.tracks[best].delta
         lo, _ = delta.interval()
         n = self.tracks[best].counts(self.champion)
         reason = (f"{best} is promoted: its {self.metric} is at least the champion's minus the "
                   f"margin {self.margin:g} (Δ ≥ {signed(lo)} with {pct(delta.alpha)} "
                   f"confidence, estimate {signed(delta.estimate())}, n = "
-                  f"{n[self.champion]}/{n[best]}) and every guardrail passes.")
-        return self._final(PROMOTE, ts, reason, best)
+                  f"{n[self.champion]}/{n[best]}) and every guardrail passes")
+        bake = self.experiment.bake
+        if bake is None:
+            return self._final(PROMOTE, ts, reason + ".", best)
+        self.bake = BakeWindow.open(self.experiment, best, ts, self.mode.delta,
+                                    self.reader.score_bounds())
+        self.traffic, self.shadow = self.bake.routing(shadow_mode=not self.mode.splits_traffic)
+        if self.srm is not None:
+            self.srm.set_shares(self.traffic)
+            self.srm_from = ts + self.experiment.allowed_lateness + SRM_GRACE_S
+        keeps = (f"{self.champion} keeps scoring every request" if self.shadow else
+                 f"{self.champion} keeps {100 * self.traffic[self.champion]:.4g}% of traffic")
+        reason += (f"; it bakes for {bake.duration:g} s of event time and {bake.min_samples} "
+                   f"labelled outcomes while {keeps}.")
+        return self._event(PROMOTE, ts, reason, champion=best)
+
+    def _decide_bake(self, ts: float) -> list[ControlEvent]:
+        """While the new champion bakes: roll back at a breach, complete when due."""
+        window = self.bake
+        track, winner, former = window.track, window.winner, window.former
+        conf = pct(track.alpha)
+        for monitor in track.monitors:
+            if monitor.status() == FAIL:
+                return [self._final(ROLLBACK, ts, (
+                    f"{winner} is rolled back to {former} during its bake window: guardrail "
+                    f"{monitor.name} failed {monitor.confidence(conf)} ({monitor.explain()})."))]
+        delta = track.delta
+        lo, hi = delta.interval()
+        if delta.side() < 0:
+            return [self._final(ROLLBACK, ts, (
+                f"{winner} is rolled back to {former} during its bake window: its "
+                f"{self.metric} is worse than {former}'s by more than the margin "
+                f"{self.margin:g} (Δ ≤ {signed(hi)} with {conf} confidence, estimate "
+                f"{signed(delta.estimate())})."))]
+        if window.due(ts):
+            n = track.counts(former)
+            return [self._final(COMPLETE, ts, (
+                f"{winner} completes its bake window: over {ts - window.since:g} s of event "
+                f"time and {n[winner]} labelled outcomes ({former}: {n[former]}) no breach of "
+                f"the margin {self.margin:g} on {self.metric} or of a guardrail was detected "
+                f"(Δ in [{signed(lo)}, {signed(hi)}] with {conf} confidence)."), winner)]
+        return []
 
     def set_traffic(self, traffic: dict[str, float], ts: float, reason: str) -> ControlEvent:
         self.traffic = traffic
@@ -233,12 +286,16 @@ class Policy:
         if self.srm is not None:
             out["srm"] = self.srm.evidence()
         out.update(self.mode.evidence())
+        if self.bake is not None:
+            out["bake"] = self.bake.evidence()
         return out
 
     def status(self) -> dict[str, Any]:
         """The decision state for the statistics snapshot."""
+        champion = self.final["champion"] if self.final else \
+            self.bake.winner if self.bake is not None else self.champion
         return {"seq": self.seq, "final": self.final, "last_reason": self.last_reason,
-                "champion": self.final["champion"] if self.final else self.champion,
+                "champion": champion,
                 "shadow": list(self.shadow), "evidence": self.evidence()}
 
     # -- state ----------------------------------------------------------------------------
@@ -249,6 +306,7 @@ class Policy:
             "srm": self.srm.state() if self.srm is not None else None, "srm_from": self.srm_from,
             "seq": self.seq, "records": self.records, "start_ts": self.start_ts,
             "final": self.final, "last_reason": self.last_reason,
+            "bake": self.bake.to_dict() if self.bake is not None else None,
             **self.mode.to_dict(),
         }
 
@@ -264,6 +322,9 @@ class Policy:
         new.mode.load(d)
         new.seq, new.records, new.start_ts = d["seq"], d["records"], d["start_ts"]
         new.final, new.last_reason = d["final"], d["last_reason"]
+        if d.get("bake") is not None:
+            new.bake = BakeWindow.from_dict(experiment, d["bake"], new.mode.delta,
+                                            new.reader.score_bounds())
         return new
 
 

@@ -88,12 +88,13 @@ class PairedDelta(_CachedDelta):
     paired = True
 
     def __init__(self, alpha: float, bounds: tuple[float | None, float | None],
-                 tuned_n: float, margin: float) -> None:
+                 tuned_n: float, margin: float, *, tracks_average: bool = False) -> None:
         lower, upper = bounds
         span = (None, None) if lower is None or upper is None else (lower - upper, upper - lower)
         # the one value decisions compare Δ with: tested exactly there
         super().__init__(alpha, margin, PairedMeanCS(alpha, *span, tuned_n=tuned_n,
-                                                     test_points=(-margin,)))
+                                                     test_points=(-margin,),
+                                                     tracks_average=tracks_average))
 
     def add_pair(self, candidate: float, champion: float) -> PairedDelta:
         self.cs.update(candidate - champion)
@@ -111,9 +112,10 @@ class SplitDelta(_CachedDelta):
     """Δ from the arms' own outcomes (ab, canary, bandit): each request is served by one."""
 
     def __init__(self, alpha: float, bounds: tuple[float | None, float | None],
-                 tuned_n: float, margin: float) -> None:
+                 tuned_n: float, margin: float, *, tracks_average: bool = False) -> None:
         super().__init__(alpha, margin, DiffMeansCS(alpha, *bounds, tuned_n=tuned_n,
-                                                    test_points=(-margin,)))
+                                                    test_points=(-margin,),
+                                                    tracks_average=tracks_average))
 
     def add(self, role: str, score: float) -> SplitDelta:
         """One outcome of the ``"champion"`` or the ``"candidate"``."""

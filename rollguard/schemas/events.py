@@ -179,7 +179,8 @@ class ControlEvent(_Event):
                              "from 1 (a signed 64-bit integer).")]
     ts: Annotated[float, Meta(ge=0, description="Event time of the evidence that triggered "
                               "it.")]
-    action: Annotated[Literal["start", "set_traffic", "promote", "rollback", "hold"],
+    action: Annotated[Literal["start", "set_traffic", "promote", "rollback", "hold",
+                              "complete"],
                       Meta(description="What the serving layer must do.")]
     mode: Literal["shadow", "ab", "canary", "bandit"]
     champion: Annotated[Arm, Meta(description="The 'model:version' that serves by default.")]

@@ -149,6 +149,19 @@ class Bandit(_Section):
                                       "updates.")] = 200
 
 
+class Bake(_Section):
+    """The bake window after a promotion: the new champion keeps being compared with the
+    former one, which a breach brings back."""
+
+    duration: Annotated[Duration, Meta(description="Event time the window lasts after the "
+                                       "promotion, e.g. 2h.")]
+    min_samples: Annotated[int, Meta(ge=1, description="Labelled outcomes of the new champion "
+                                     "before the window may complete.")] = 2000
+    holdback: Annotated[float, Meta(gt=0, le=0.5, description="ab, canary, bandit: the share "
+                                    "the former champion keeps serving during the window "
+                                    "(shadow mode: it scores every request instead).")] = 0.05
+
+
 class Reference(_Section):
     """The reference for drift (PSI, KS): the first n requests, or a JSONL file of requests."""
 
@@ -194,6 +207,7 @@ class Experiment(_Section):
     guardrails: tuple[Guardrail, ...] = ()
     canary: Canary | None = None
     bandit: Bandit | None = None
+    bake: Bake | None = None
     reference: Reference | None = None
     segments: Annotated[tuple[Annotated[str, Meta(min_length=1)], ...], Meta(
         description="Segment keys to keep statistics for; default: all keys seen.")] | None = None
@@ -454,6 +468,14 @@ def _check_and_complete(exp: Experiment, base_dir: str | Path | None) -> Experim
     elif canary is not None:
         raise _KeyProblem("canary", f"applies only to mode canary, not {exp.mode}")
 
+    bake = exp.bake
+    if bake is not None:
+        seconds = parse_duration(bake.duration)
+        if seconds <= 0:
+            raise _KeyProblem("bake.duration", f"must be a duration > 0, got "
+                              f"{preview(bake.duration)}")
+        bake = msgspec.structs.replace(bake, duration=seconds)
+
     traffic = _checked_traffic(exp, bandit)
     segments = exp.segments
     if segments is not None:
@@ -471,8 +493,8 @@ def _check_and_complete(exp: Experiment, base_dir: str | Path | None) -> Experim
         reference = Reference(file=str(Path(base_dir) / reference.file))
 
     return msgspec.structs.replace(
-        exp, positive_label=positive_label, bandit=bandit, canary=canary, traffic=traffic,
-        guardrails=guardrails, reference=reference, **durations)
+        exp, positive_label=positive_label, bandit=bandit, canary=canary, bake=bake,
+        traffic=traffic, guardrails=guardrails, reference=reference, **durations)
 
 
 def _checked_traffic(exp: Experiment, bandit: Bandit | None) -> MappingProxyType | None:

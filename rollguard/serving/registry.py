@@ -240,16 +240,27 @@ def _field(event: Any, name: str) -> Any:
     return event[name] if isinstance(event, Mapping) else getattr(event, name)
 
 
+def _has(event: Any, name: str) -> bool:
+    return name in event if isinstance(event, Mapping) else hasattr(event, name)
+
+
 def apply_control_event(registry: Registry, event: Any, alias: str = "champion") -> bool:
-    """Move ``alias`` to the new champion on ``promote``; True when the registry changed.
+    """Move ``alias`` to the new champion on ``promote``, and back to the former champion on
+    a ``rollback`` during the bake window after a promotion; True when the registry changed.
 
     ``event``: a control event or router state (attributes) or a mapping with
-    ``experiment``, ``seq``, ``action`` and ``champion``. ``alias`` may name the experiment
-    or model, e.g. ``"{model}-champion"``, so several models can share one JSON file.
-    ``rollback``, ``hold`` and the other actions change nothing; an event whose ``seq`` was
-    already applied changes nothing.
+    ``experiment``, ``seq``, ``action``, ``champion`` (and ``evidence``, for a rollback).
+    ``alias`` may name the experiment or model, e.g. ``"{model}-champion"``, so several
+    models can share one JSON file. Other actions change nothing (a ``rollback`` before any
+    promotion leaves the alias where it is); an event whose ``seq`` was already applied
+    changes nothing.
     """
-    if _field(event, "action") != "promote":
+    action = _field(event, "action")
+    if action == "rollback":
+        evidence = _field(event, "evidence") if _has(event, "evidence") else None
+        if not evidence or "bake" not in evidence:
+            return False  # not after a promotion: the alias never moved
+    elif action != "promote":
         return False
     experiment, seq = _field(event, "experiment"), _field(event, "seq")
     champion = _field(event, "champion")
@@ -259,8 +270,8 @@ def apply_control_event(registry: Registry, event: Any, alias: str = "champion")
     name = alias.format(experiment=experiment, model=model)
     changed = registry.set(name, champion, experiment=experiment, seq=seq)
     if changed:
-        log.info("Registry alias %s now names %s (promoted by %s seq %d).",
-                 name, champion, experiment, seq)
+        log.info("Registry alias %s now names %s (%s by %s seq %d).", name, champion,
+                 "promoted" if action == "promote" else "rolled back to", experiment, seq)
     return changed
 
 

@@ -42,7 +42,10 @@ from rollguard.streams.topics import TopicNames
 
 log = logging.getLogger("rollguard.serving.router")
 
-FINAL_ACTIONS = frozenset({"promote", "rollback", "hold"})
+#: actions after which the champion serves everything and nothing follows (a ``promote``
+#: routes by its own traffic and shadow: the new champion serves, and while it bakes the
+#: former one keeps a holdback share or scores in shadow)
+FINAL_ACTIONS = frozenset({"rollback", "hold", "complete"})
 
 
 # -- what the router holds -----------------------------------------------------------------
@@ -85,8 +88,11 @@ class ExperimentState:
 
     @property
     def final(self) -> bool:
-        """True after ``promote``, ``rollback`` or ``hold``."""
-        return self.action in FINAL_ACTIONS
+        """True after ``rollback``, ``hold`` or ``complete`` (and ``promote`` without a bake
+        window: its traffic is then the new champion's alone)."""
+        return self.action in FINAL_ACTIONS or (
+            self.action == "promote" and not self.shadow
+            and dict(self.traffic) == {self.champion: 1.0})
 
     @classmethod
     def from_event(cls, event: Any, applied_at: float | None = None) -> ExperimentState:
@@ -115,7 +121,7 @@ class _Table:
     @classmethod
     def of(cls, state: ExperimentState) -> _Table:
         """The routing a state asks for; raises TrafficError when its traffic is unusable."""
-        if state.final:  # promote / rollback / hold: the (new) champion takes everything
+        if state.final:  # rollback / hold / complete: the champion takes everything
             return cls.champion_only(state.champion)
         extra = tuple(dict.fromkeys(state.shadow))  # de-duplicated, order kept
         if state.mode == "shadow":

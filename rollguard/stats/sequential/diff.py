@@ -94,6 +94,7 @@ class DiffMeansCS(SequentialTest):
         test_points: tuple[float, ...] = (),
         *,
         burn_in: int = DEFAULT_BURN_IN,
+        tracks_average: bool = False,
     ) -> None:
         lo, hi = check_bounds(lower, upper)
         self.lower, self.upper = lo, hi
@@ -101,7 +102,7 @@ class DiffMeansCS(SequentialTest):
             self.blocks_cs = MeanCS(alpha=alpha, tuned_n=tuned_n, burn_in=burn_in)
         else:
             self.blocks_cs = MeanCS(alpha=alpha, lower=lo - hi, upper=hi - lo, tuned_n=tuned_n,
-                                    test_points=test_points)
+                                    test_points=test_points, tracks_average=tracks_average)
         self._n = [0, 0]
         self._sum = [0.0, 0.0]
         self._open: deque[list[Any]] = deque()  # blocks not yet complete, oldest first

@@ -95,6 +95,10 @@ class MeanCS(SequentialTest):
     Merge and its meaning are those of the chosen method (see :mod:`.eb`, :mod:`.asymptotic`).
     ``burn_in`` applies to the asymptotic CS only (unbounded values): no finite bound before
     that many observations. The bounded methods are valid from the first observation.
+    ``tracks_average``: bounds for the *average* of the means so far, valid when the mean
+    changes over time (a model that degrades): the empirical-Bernstein CS without its running
+    intersection (Waudby-Smith & Ramdas 2023 give its validity for the average of the
+    conditional means), never the betting CS, whose kept rejections assume one mean.
     """
 
     TYPE = "sequential.MeanCS"
@@ -108,16 +112,18 @@ class MeanCS(SequentialTest):
         test_points: tuple[float, ...] = (),
         *,
         burn_in: int = DEFAULT_BURN_IN,
+        tracks_average: bool = False,
     ) -> None:
         lo, hi = check_bounds(lower, upper)
         self.core: EmpiricalBernsteinCS | BettingCS | AsymptoticCS
-        if lo is None or hi is None:
+        if lo is None or hi is None:  # keeps no running intersection either
             self.core = AsymptoticCS(alpha=alpha, tuned_n=tuned_n, burn_in=burn_in)
-        elif test_points:
+        elif test_points and not tracks_average:
             self.core = BettingCS(alpha=alpha, lower=lo, upper=hi, tuned_n=tuned_n,
                                   test_points=test_points)
         else:
-            self.core = EmpiricalBernsteinCS(alpha=alpha, lower=lo, upper=hi, tuned_n=tuned_n)
+            self.core = EmpiricalBernsteinCS(alpha=alpha, lower=lo, upper=hi, tuned_n=tuned_n,
+                                             running_intersection=not tracks_average)
 
     @property
     def method(self) -> str:

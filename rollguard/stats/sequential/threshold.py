@@ -80,15 +80,17 @@ class _LimitTest(SequentialTest):
         max: float | None = None,
         min: float | None = None,
         tuned_n: float = DEFAULT_TUNED_N,
+        tracks_average: bool = False,
     ) -> None:
         _check_limits(max, min)
         self.max, self.min = max, min
-        # the limits are where the answer is decided: test there exactly (when in range)
+        # the limits are where the answer is decided: test there exactly (when in range);
+        # tracks_average: bounds on the average so far, valid while the mean moves (mean.py)
         span = self._span(lower, upper)
         points = tuple(limit for limit in (max, min)
                        if limit is not None and span is not None and span[0] <= limit <= span[1])
         self.cs = self.CS(alpha=alpha, lower=lower, upper=upper, tuned_n=tuned_n,
-                          test_points=points)
+                          test_points=points, tracks_average=tracks_average)
 
     @staticmethod
     def _span(lower: float | None, upper: float | None) -> tuple[float, float] | None:
