@@ -9,7 +9,7 @@ experiment's policy (:mod:`rollguard.decisions.policy`). The live worker and
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollguard.decisions.ordering import EventTimeMerge
 from rollguard.decisions.policy import Policy
@@ -17,11 +17,14 @@ from rollguard.schemas.events import ControlEvent
 from rollguard.streams.aggregate import ExperimentStats
 from rollguard.streams.records import SCORED, Batch, JoinedRecord, decode_batch, encode_batch
 
+if TYPE_CHECKING:
+    from rollguard.schemas.experiment import Experiment
+
 
 class ExperimentEvaluator:
     """Statistics totals, the reorder buffer and the policy of one experiment."""
 
-    def __init__(self, experiment: Any, sources: int = 1) -> None:
+    def __init__(self, experiment: Experiment, sources: int = 1) -> None:
         self.experiment = experiment
         self.merge = EventTimeMerge(sources)
         self.totals = ExperimentStats(experiment, reference_left={})
@@ -77,7 +80,7 @@ class ExperimentEvaluator:
         }
 
     @classmethod
-    def from_dict(cls, experiment: Any, sources: int, d: dict[str, Any]) -> "ExperimentEvaluator":
+    def from_dict(cls, experiment: Experiment, sources: int, d: dict[str, Any]) -> "ExperimentEvaluator":
         new = cls(experiment, sources)
         new.merge.frontiers = {int(k): float(v) for k, v in d["frontiers"].items()}
         new.merge.add(-1, decode_batch(d["buffered"]).records, float("-inf"))

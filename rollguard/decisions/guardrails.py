@@ -28,7 +28,7 @@ candidates), like the primary metric.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollguard.stats import Drift
 from rollguard.streams.reference import reference_of
@@ -44,6 +44,9 @@ from rollguard.stats.sequential import (
     ThresholdTest,
     from_dict,
 )
+
+if TYPE_CHECKING:
+    from rollguard.schemas.experiment import Experiment
 
 _QUANTILE = {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
 
@@ -319,7 +322,7 @@ class SampleRatio(Monitor):
                 f"(e-value {self.test.e_value:.3g} >= 1/alpha)")
 
 
-def monitors_for(experiment: Any, alpha: float, arm: str, *,
+def monitors_for(experiment: Experiment, alpha: float, arm: str, *,
                  tracks_average: bool = False) -> list[Monitor]:
     """The monitors of ``experiment``'s guardrails for candidate ``arm``, in file order.
 
@@ -354,5 +357,5 @@ def monitors_for(experiment: Any, alpha: float, arm: str, *,
     return monitors
 
 
-def wants_srm(experiment: Any) -> bool:
+def wants_srm(experiment: Experiment) -> bool:
     return any(g.metric == "srm" for g in experiment.guardrails)

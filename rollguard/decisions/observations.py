@@ -1,5 +1,6 @@
 """What the policy reads off a joined record: per-arm losses, correctness, positives.
 
+
 The primary metric is a per-request loss (lower is better; :mod:`rollguard.stats.losses`);
 the policy works with its negative, a score where higher is better, so that
 Δ = candidate − champion > 0 favours the candidate.
@@ -16,15 +17,18 @@ the policy works with its negative, a score where higher is better, so that
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rollguard.stats.losses import per_request_loss
+
+if TYPE_CHECKING:
+    from rollguard.schemas.experiment import Experiment
 
 
 class Reader:
     """Turns an arm's prediction and the label into the numbers the tests take."""
 
-    def __init__(self, experiment: Any) -> None:
+    def __init__(self, experiment: Experiment) -> None:
         self.task = experiment.task
         self.metric = experiment.primary.metric
         self.clip = experiment.primary.clip

@@ -32,7 +32,7 @@ values until its budget (``reference_left``, kept across deltas) is spent.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollguard.stats import (
     ClassificationStats,
@@ -49,6 +49,9 @@ from rollguard.stats import (
 )
 from rollguard.streams.records import FIRST, OUTCOME, JoinedRecord
 from rollguard.streams.reference import reference_of
+
+if TYPE_CHECKING:
+    from rollguard.schemas.experiment import Experiment
 
 FEATURES = "__features__"
 #: at most this many values per segment key get statistics of their own; the rest share one
@@ -76,7 +79,7 @@ def _loss_of(metric: str, task: str, positive, view, label) -> float | None:
 class ExperimentStats:
     """A mergeable bundle of one experiment's descriptive statistics."""
 
-    def __init__(self, experiment: Any, *, reference_left: dict[str, int] | None = None,
+    def __init__(self, experiment: Experiment, *, reference_left: dict[str, int] | None = None,
                  reference_n: int = 1000) -> None:
         self.experiment = experiment
         self.task = experiment.task
@@ -276,7 +279,7 @@ class ExperimentStats:
         }
 
     @classmethod
-    def from_dict(cls, experiment: Any, d: dict[str, Any]) -> "ExperimentStats":
+    def from_dict(cls, experiment: Experiment, d: dict[str, Any]) -> "ExperimentStats":
         new = cls(experiment, reference_left={})
         new.records = int(d["records"])
         new.serving = {a: from_dict(s) for a, s in d["serving"].items()}

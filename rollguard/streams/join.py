@@ -47,11 +47,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from rollguard.schemas.events import Invalid
 from rollguard.streams.pending import DiskStore, LabelPart, MemoryStore, PendingEntry
 from rollguard.streams.records import FIRST, OUTCOME, SCORED, ArmView, JoinedRecord
+
+if TYPE_CHECKING:
+    from rollguard.schemas.experiment import Experiment
 
 #: labels keep at most this long waiting for their predictions when no experiment says more
 DEFAULT_ORPHAN_TTL = 7 * 86400.0
@@ -61,7 +64,7 @@ AUTO_DISK_TTL = 6 * 3600.0
 INPUT_KINDS = ("requests", "predictions", "labels")
 
 
-def uses_disk(experiment: Any) -> bool:
+def uses_disk(experiment: Experiment) -> bool:
     """Where an experiment's pending joins live: its ``state`` key, or by its label TTL."""
     state = getattr(experiment, "state", "auto")
     if state == "auto":

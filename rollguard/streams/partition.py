@@ -28,7 +28,7 @@ import hashlib
 import logging
 import math
 from collections import Counter
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from rollguard.schemas.events import DeadLetter, Invalid, decode_label, decode_prediction, decode_request
 from rollguard.streams.aggregate import ExperimentStats
@@ -36,12 +36,15 @@ from rollguard.streams.join import INPUT_KINDS, Joiner
 from rollguard.streams.pending import DiskStore, MemoryStore
 from rollguard.streams.records import FIRST, Batch
 
+if TYPE_CHECKING:
+    from rollguard.schemas.experiment import Experiment
+
 log = logging.getLogger("rollguard.worker")
 
 _DECODE = {"requests": decode_request, "predictions": decode_prediction, "labels": decode_label}
 
 
-def fingerprint(experiment: Any) -> str:
+def fingerprint(experiment: Experiment) -> str:
     """A short digest of an experiment's definition: state built under another one is refused."""
     return hashlib.sha256(experiment.to_dict_json().encode()).hexdigest()[:16]
 

@@ -21,9 +21,12 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollguard.schemas.events import Invalid, Prediction, Request, decode_replay_line, decode_request
+
+if TYPE_CHECKING:
+    from rollguard.schemas.experiment import Experiment
 
 
 class ReferenceError(ValueError):
@@ -74,7 +77,7 @@ def load_reference(path: str) -> ReferenceSample:
     return ReferenceSample(features, scores)
 
 
-def reference_of(experiment: Any) -> ReferenceSample | None:
+def reference_of(experiment: Experiment) -> ReferenceSample | None:
     """The experiment's file reference, or None when it uses its first requests."""
     ref = getattr(experiment, "reference", None)
     if ref is None or ref.file is None:
