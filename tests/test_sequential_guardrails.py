@@ -222,7 +222,9 @@ def one_sided_miss_rates(q: float, alpha: float, runs: int, steps: int, seed: in
 
 
 def test_latency_false_alarm_at_most_alpha_at_the_ratio_limit():
-    # candidate quantile = max_ratio × champion's. A "fail" needs the candidate's lower bound
+    # The two per-arm quantile CSs at α/2 (the ratio rule before the two-sample test of
+    # tests/test_latency_ratio_guardrail.py; still the sequences of LatencyMax): candidate
+    # quantile = max_ratio × champion's. A "fail" needs the candidate's lower bound
     # above its quantile or the champion's upper bound below its own (else lower_cand ≤ Q_cand
     # = max_ratio·Q_champ ≤ max_ratio·upper_champ): each arm's CS has level 1 − α/2.
     runs = 2000

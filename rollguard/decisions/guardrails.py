@@ -5,8 +5,9 @@ records and answers ``pass`` (holds with confidence), ``fail`` (breached with co
 ``undecided``. They run at the candidate's α (the experiment's α, Bonferroni-split across
 candidates), like the primary metric.
 
-- ``latency_pXX_ms``: ``max_ratio`` → the candidate's quantile CS against the champion's
-  (:class:`QuantileRatioGuardrail`); ``max`` → the candidate's quantile CS against a limit.
+- ``latency_pXX_ms``: ``max_ratio`` → a two-sample test of the quantile ratio itself
+  (:class:`QuantileRatioGuardrail`, Howard & Ramdas 2022); ``max`` → the candidate's
+  quantile CS against a limit.
 - ``error_rate``: ``max`` → mean of the candidate's error indicator; ``max_diff`` → its
   difference to the champion's (independent streams).
 - ``precision``/``recall``/``accuracy`` (optionally in a ``segment``): ``min`` → the mean of
@@ -128,10 +129,16 @@ class LatencyRatio(Monitor):
             self._feed("champion", champ.latency_ms)
 
     def explain(self) -> str:
-        c_lo, c_hi = self.test.interval("candidate")
-        h_lo, h_hi = self.test.interval("champion")
-        return (f"{self.name}: the candidate's quantile lies in [{_fmt(c_lo)}, {_fmt(c_hi)}] ms, "
-                f"the champion's in [{_fmt(h_lo)}, {_fmt(h_hi)}] ms")
+        """The estimates and the e-value of the ratio test (a test of the ratio itself, not
+        of two intervals: the per-arm intervals in the evidence may overlap when it fails)."""
+        ev = self.test.evidence()
+        passed = ev["status"] == PASS
+        cand, champ = ev["arms"]["candidate"]["estimate"], ev["arms"]["champion"]["estimate"]
+        return (f"{self.name}: the candidate's quantile ≈ {_fmt(cand)} ms, the champion's ≈ "
+                f"{_fmt(champ)} ms (ratio {_fmt(ev['ratio_estimate'])}); the ratio test's "
+                f"e-value for a ratio {'at or below' if passed else 'above'} "
+                f"{ev['max_ratio']:g} is {_fmt(ev['e_pass' if passed else 'e_fail'])} "
+                f"(decides at 1/alpha = {ev['threshold']:g})")
 
 
 class LatencyMax(Monitor):
