@@ -39,8 +39,16 @@ _UNPACK = msgspec.msgpack.Decoder(float)
 
 
 def slowest(frontiers: Mapping[int, float]) -> float:
-    """The lowest frontier of all partitions (+inf when none is known, or all are idle)."""
-    return min(frontiers.values(), default=math.inf)
+    """The lowest frontier of all partitions (+inf when none is known, or all are idle).
+
+    A partition that has settled nothing yet (−inf: a worker just started or took it over)
+    is not known to be slow: it gets a frontier at its first checkpoint. Counting it would
+    pause every other partition at every start.
+
+    >>> slowest({0: float("-inf"), 1: 250.0, 2: float("inf")})
+    250.0
+    """
+    return min((f for f in frontiers.values() if f != -math.inf), default=math.inf)
 
 
 def paused(own: Mapping[int, float], slowest_frontier: float, max_skew: float) -> set[int]:
