@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,33 @@ def test_a_broker_killed_and_restarted_mid_stream_loses_nothing_and_stops_nothin
     assert stopped.returncode == 1 and "not running" in stopped.stdout
 
 
+@dataclass
+class Scenario:
+    """Two experiments' traffic on three partitions, what replay makes of it, and a worker
+    (not started) to run on it."""
+
+    names: TopicNames
+    events: list[dict]
+    expected: list[dict]       # replay's control events
+    offline: dict              # replay's statistics per experiment
+    app_id: str
+    data_dir: Path
+    worker: WorkerProcess
+
+    @classmethod
+    def on(cls, bootstrap: str, names: TopicNames, tmp_path: Path) -> Scenario:
+        path = tmp_path / "experiments.yaml"
+        path.write_text(EXPERIMENTS)
+        events = traffic(1350)
+        replay, expected = replay_of(load_experiments(path), events)
+        offline = {name: ev.snapshot()["statistics"] for name, ev in replay.evaluators.items()}
+        create_contract_topics(bootstrap, names, partitions=3)
+        app_id, data_dir = f"app-{uuid.uuid4().hex[:6]}", tmp_path / "data"
+        worker = WorkerProcess(bootstrap, path, names.prefix, app_id, data_dir,
+                               tmp_path / "worker.log")
+        return cls(names, events, expected, offline, app_id, data_dir, worker)
+
+
 def test_a_topic_whose_writes_are_held_up_is_waited_for(kafka_bootstrap, topic_prefix,
                                                         tmp_path):
     """A broker failover holds up the writes to the partitions it led for a moment, while the
@@ -218,21 +246,13 @@ def test_a_topic_whose_writes_are_held_up_is_waited_for(kafka_bootstrap, topic_p
     behind their predictions and labels (25 s of this stream's event time, far beyond its
     2 s allowed lateness); the requests topic is read to its end at every checkpoint, yet
     the join waits for it: every record keeps its request's segments, as in replay."""
-    names = TopicNames(topic_prefix)
-    path = tmp_path / "experiments.yaml"
-    path.write_text(EXPERIMENTS)
-    events = traffic(1350)
-    replay, expected = replay_of(load_experiments(path), events)
-    offline = {name: ev.snapshot()["statistics"] for name, ev in replay.evaluators.items()}
-    create_contract_topics(kafka_bootstrap, names, partitions=3)
-    app_id, data_dir = f"app-{uuid.uuid4().hex[:6]}", tmp_path / "data"
-    worker = WorkerProcess(kafka_bootstrap, path, names.prefix, app_id, data_dir,
-                           tmp_path / "worker.log")
+    sc = Scenario.on(kafka_bootstrap, TopicNames(topic_prefix), tmp_path)
+    names, events, expected, offline = sc.names, sc.events, sc.expected, sc.offline
     producer = PacedProducer(kafka_bootstrap, names, rate=600.0)
     producer.produce(events[:BACKLOG])  # see BACKLOG
     producer.flush()
-    with worker:
-        wait_working(data_dir, app_id)
+    with sc.worker as worker:
+        wait_working(sc.data_dir, sc.app_id)
         held_up = PacedProducer(kafka_bootstrap, names, rate=600.0, held_up={"requests": 1.0})
         held_up.produce(events[BACKLOG:])
         held_up.flush()
@@ -367,16 +387,10 @@ def group_coordinator(bootstrap: str, group: str) -> int:
 def run_on_cluster(cluster, tmp_path, disturb) -> tuple[WorkerProcess, RouterWatch]:
     """The broker-restart scenario on the cluster: ``disturb(cluster, app_id)`` runs while the
     second half of the stream is produced; then the worker must settle on replay's figures."""
-    bootstrap, names = cluster.bootstrap, TopicNames(f"t{uuid.uuid4().hex[:8]}.")
-    path = tmp_path / "experiments.yaml"
-    path.write_text(EXPERIMENTS)
-    events = traffic(1350)
-    replay, expected = replay_of(load_experiments(path), events)
-    offline = {name: ev.snapshot()["statistics"] for name, ev in replay.evaluators.items()}
-    create_contract_topics(bootstrap, names, partitions=3)
-    app_id, data_dir = f"app-{uuid.uuid4().hex[:6]}", tmp_path / "data"
-    worker = WorkerProcess(bootstrap, path, names.prefix, app_id, data_dir,
-                           tmp_path / "worker.log")
+    bootstrap = cluster.bootstrap
+    sc = Scenario.on(bootstrap, TopicNames(f"t{uuid.uuid4().hex[:8]}."), tmp_path)
+    names, events, expected, offline = sc.names, sc.events, sc.expected, sc.offline
+    app_id, data_dir, worker = sc.app_id, sc.data_dir, sc.worker
     producer = PacedProducer(bootstrap, names, rate=600.0)
     watch = RouterWatch(bootstrap, names)
     half = len(events) // 2

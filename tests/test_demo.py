@@ -94,13 +94,16 @@ def test_fast_demo_reaches_its_decisions_on_the_real_broker(kafka_bootstrap, tmp
                for m in read_topic(kafka_bootstrap, TopicNames(result.topic_prefix).control)]
     actions = {name: [e["action"] for e in sorted(control, key=lambda e: e["seq"])
                       if e["experiment"] == name] for name in SHARES}
-    assert actions["loan-shadow-v2"] == ["start", "promote"]
+    # the promoted versions bake, the former champion still in play, then complete
+    assert actions["loan-shadow-v2"] == ["start", "promote", "complete"]
     assert actions["loan-shadow-v3"] == ["start", "rollback"]
-    assert actions["loan-canary-v2"] == ["start", "set_traffic", "promote"]
-    assert result.decisions["loan-shadow-v2"]["action"] == "promote"
+    assert actions["loan-canary-v2"] == ["start", "set_traffic", "promote", "complete"]
+    assert result.decisions["loan-shadow-v2"]["action"] == "complete"
+    assert result.decisions["loan-shadow-v2"]["champion"] == BETTER
+    assert "no breach" in result.decisions["loan-shadow-v2"]["reason"]
 
-    promoted = result.decisions["loan-shadow-v2"]
-    assert promoted["champion"] == BETTER
+    promoted = next(e for e in result.history["loan-shadow-v2"] if e["action"] == "promote")
+    assert promoted["champion"] == BETTER and promoted["shadow"] == [CHAMPION]
     delta = promoted["evidence"]["candidates"][BETTER]["delta"]
     assert delta["lower"] > -0.01 and delta["paired"] is True
     assert "accuracy" in promoted["reason"] and "every guardrail passes" in promoted["reason"]
@@ -112,7 +115,9 @@ def test_fast_demo_reaches_its_decisions_on_the_real_broker(kafka_bootstrap, tmp
 
     canary = result.history["loan-canary-v2"]
     shares = [e["traffic"].get(BETTER, 0.0) for e in canary]
-    assert shares == [0.2, 0.5, 1.0], "the canary's share grows as the worker's analyses pass"
+    # the share grows as the worker's analyses pass; after the promotion the former
+    # champion keeps its 10 % holdback until the bake window completes
+    assert shares == [0.2, 0.5, 0.9, 1.0]
 
     assert result.champion_alias == (CHAMPION, BETTER)
     registry = json.loads((tmp_path / "aliases.json").read_text())
@@ -128,7 +133,7 @@ def test_fast_demo_reaches_its_decisions_on_the_real_broker(kafka_bootstrap, tmp
     # what a user sees: progress, each decision with reason and evidence, where to look next
     assert "applications answered" in text and "labels reported" in text
     assert "Decisions" in text and "evidence: loan:2 vs loan:1" in text
-    assert "candidate traffic: 20% → 50% → 100%" in text
+    assert "candidate traffic: 20% → 50% → 90% → 100%" in text
     assert "alias champion = loan:1 → loan:2" in text
     assert f"rollguard status -b {kafka_bootstrap} --topic-prefix {result.topic_prefix}" in text
     assert "Traceback" not in text

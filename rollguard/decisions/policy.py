@@ -232,7 +232,7 @@ class Policy:
         if window.due(ts):
             n = track.counts(former)
             return [self._final(COMPLETE, ts, (
-                f"{winner} completes its bake window: over {ts - window.since:g} s of event "
+                f"{winner} completes its bake window: over {ts - window.since:.4g} s of event "
                 f"time and {n[winner]} labelled outcomes ({former}: {n[former]}) no breach of "
                 f"the margin {self.margin:g} on {self.metric} or of a guardrail was detected "
                 f"(Δ in [{signed(lo)}, {signed(hi)}] with {conf} confidence)."), winner)]
