@@ -143,7 +143,15 @@ def test_a_topic_with_the_cluster_defaults_has_three_replicas_and_min_isr_two(cl
                for p in _partitions(cluster.bootstrap, topic).values())
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     admin = _admin(cluster.bootstrap)
-    configs = admin.describe_configs([resource])[resource].result(timeout=20)
+    deadline = time.monotonic() + 30
+    while True:  # the node that answers may learn of the new topic a moment after the others
+        try:
+            configs = admin.describe_configs([resource])[resource].result(timeout=20)
+            break
+        except KafkaException as exc:
+            if "UNKNOWN_TOPIC_OR_PART" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     assert configs["min.insync.replicas"].value == "2"
 
 
