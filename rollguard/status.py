@@ -457,6 +457,11 @@ def _facts(view: ExperimentView, compact: bool) -> Text:
     if unlabelled:
         parts.append(f"{unlabelled:,} never labelled (expired)")
     parts.extend(_unpaired(view))
+    behind = sum(view.counter(f"late_input:{kind}") for kind in ("requests", "predictions",
+                                                                  "labels"))
+    if behind:
+        parts.append(f"{behind:,} events came in behind the join (late_input: does the "
+                     "producer reorder its writes?)")
     dead = f"dead letters {own:,}"
     if shared:
         dead += f" (+{shared:,} unreadable, not tied to an experiment)"

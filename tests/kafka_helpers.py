@@ -24,8 +24,10 @@ def produce_events(bootstrap: str, names: TopicNames, events: Iterable[dict], pa
     """Create the contract topics and produce replay-style events (each with ``topic``) to
     them, keyed by request_id; ``raw``: extra (kind, key, value bytes) messages as they are."""
     create_contract_topics(bootstrap, names, partitions=partitions)
+    # idempotent: a retried batch keeps its place (else events arrive late under load)
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
-                         "linger.ms": 20, "message.max.bytes": 4 * 1024 * 1024})
+                         "enable.idempotence": True, "linger.ms": 20,
+                         "message.max.bytes": 4 * 1024 * 1024})
     n = 0
     for event in events:
         event = dict(event)

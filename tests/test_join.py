@@ -189,7 +189,9 @@ def test_requests_without_their_pair_are_counted_once_the_watermark_says_it_cann
     for arm in ("m:1", "m:2"):                      # r0's predictions after all: it joins
         joiner.on_prediction(pred("r0", arm, 0.1, arm == "m:1"))
     joiner.on_prediction(pred("r1", "m:2", 0.6, False))   # r1's record went without it
-    assert settle(10.0) == ({"paired_late": 1, "late_predictions": 1}, {"r0": 2})
+    # all three came after the join had released past their time: late input too
+    assert settle(10.0) == ({"paired_late": 1, "late_predictions": 1,
+                             "late_input:predictions": 3}, {"r0": 2})
 
 
 def test_a_shadow_arm_that_stops_scoring_does_not_stall_the_others():
@@ -255,3 +257,42 @@ def test_disk_store_restores_what_it_committed(tmp_path):
     [outcome] = [r for r in joiner.release(flush=True) if r.kind == OUTCOME]
     assert outcome.request_id == "r42" and outcome.arms[0].ts == 42.0
     assert isinstance(joiner.memory, MemoryStore) and len(joiner.memory) == 0
+
+
+def test_input_later_than_the_lateness_is_counted_and_goes_where_the_release_is():
+    joiner = Joiner({"e": experiment(lateness=2.0)})
+    for rid, ts in (("r1", 1.0), ("r2", 10.0)):
+        joiner.on_prediction(pred(rid, "m:1", ts, True))
+        joiner.on_prediction(pred(rid, "m:2", ts, False))
+    joiner.on_label(Label(request_id="r2", ts=20.0, label=1))
+    released = joiner.release()   # watermark 20: r1 and r2 scored, nothing labelled yet
+    assert [(r.kind, r.request_id) for r in released if r.kind != FIRST] == \
+        [(SCORED, "r1"), (SCORED, "r2")]
+    assert joiner.released_to == 18.0
+    joiner.on_label(Label(request_id="r1", ts=3.0, label=0))   # 15 s behind what went
+    [outcome] = [r for r in joiner.release() if r.request_id == "r1"]
+    assert outcome.kind == OUTCOME and outcome.ts == 18.0 and outcome.label_ts == 3.0
+    assert joiner.drain_counters()[("e", "late_input:labels")] == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), mode=st.sampled_from(["shadow", "ab"]),
+       n=st.integers(1, 60), swaps=st.integers(0, 20))
+def test_released_event_times_never_go_back_whatever_order_the_input_comes_in(
+        seed, mode, n, swaps):
+    """A producer may reorder its writes (retries without idempotence) or be held up: the
+    partition's output stays in event-time order and above every frontier it stated."""
+    rng = random.Random(seed)
+    events = sorted(traffic(rng, n, mode), key=lambda e: e[1])
+    for _ in range(swaps):  # move an event far back in its topic
+        i, j = sorted(rng.sample(range(len(events)), 2)) if len(events) > 1 else (0, 0)
+        events.insert(j, events.pop(i))
+    joiner = Joiner({"e": experiment(mode=mode)})
+    stated, last = -float("inf"), -float("inf")
+    for k, (kind, _, event) in enumerate(events):
+        assert feed(joiner, kind, event) is None
+        if rng.random() < 0.3 or k == len(events) - 1:
+            for record in joiner.release(flush=k == len(events) - 1):
+                assert record.ts >= last and record.ts >= stated
+                last = record.ts
+            stated = max(stated, joiner.frontier)

@@ -70,7 +70,8 @@ def test_from_kafka_decides_as_the_file_replay(files, kafka_bootstrap, topic_pre
     experiments, path, events = files
     names = TopicNames(topic_prefix)
     create_contract_topics(kafka_bootstrap, names, partitions=3)
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random"})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random",
+                         "enable.idempotence": True})
     for event in events:
         event = dict(event)
         topic = getattr(names, event.pop("topic"))

@@ -89,7 +89,8 @@ class Reporter:
     """Produces requests, predictions and labels; never blocks the request path.
 
     ``producer_config`` are librdkafka settings, given as ``**{"linger.ms": 5}``; the
-    defaults batch for 20 ms and compress with lz4.
+    defaults batch for 20 ms, compress with lz4 and are idempotent (a retried write keeps
+    its place in the partition, and is not written twice).
     """
 
     def __init__(self, bootstrap_servers: str, topic_prefix: str | None = None,
@@ -104,6 +105,10 @@ class Reporter:
             **{"partitioner": "murmur2_random",  # Java's default: same key, same partition
                "linger.ms": 20,
                "compression.type": "lz4",
+               # each topic's partitions keep the order of the writes, also across retries
+               # (without it a retried batch lands after later ones: input then arrives
+               # late and is counted as late_input), and a retry writes no duplicate
+               "enable.idempotence": True,
                "client.id": "rollguard-reporter",
                # a topic made by auto-creation would have the broker's default partition
                # count and break the co-partitioned join: report a missing topic instead

@@ -17,6 +17,10 @@ request, predictions of arms that were not needed) with event time up to
 the least advanced input topic that still has a backlog: the three topics may be read in
 any interleaving, and what is released is the same as when a replay file is read in
 event-time order. Expiry of requests never labelled also follows the watermark.
+Input that comes later than that (an event older than what was released already, from a
+producer that reordered its writes or was held up beyond the wait of
+:mod:`rollguard.streams.idle`) is counted as ``late_input:<kind>`` and what it completes
+goes at the event time already released, so the records leave in order.
 
 Once per experiment, a ``FIRST`` record marks the event time of its first accepted request
 or prediction here: the experiment starts with its traffic, before any request is complete.
@@ -46,6 +50,8 @@ from __future__ import annotations
 
 import heapq
 import math
+
+import msgspec
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -97,6 +103,9 @@ class Joiner:
                          for name, e in self.experiments.items()}
         self.orphan_ttl = max(self._ttl.values(), default=DEFAULT_ORPHAN_TTL)
         self.max_ts = {kind: -math.inf for kind in INPUT_KINDS}
+        #: the event time releases have reached: every record released from now on carries
+        #: an event time at least this (see :meth:`release`)
+        self.released_to = -math.inf
         self.backlogged: frozenset[str] = frozenset()
         self._ready: list[tuple[float, str]] = []  # (ready time, request_id), lazily pruned
         #: (when its parts should all be in, request_id): see :meth:`check_pairs`
@@ -123,7 +132,7 @@ class Joiner:
         name = request.experiment
         if name not in self.experiments:
             return _unknown_experiment("request", name)
-        self._saw("requests", request.ts)
+        self._saw("requests", request.ts, name)
         rid = request.request_id
         entry, store = self._find(rid)
         if entry is None:
@@ -155,7 +164,7 @@ class Joiner:
             return Invalid("prediction", "unknown_arm",
                            f"prediction rejected: arm '{arm}' is not part of experiment '{name}' "
                            f"(its arms are {', '.join(sorted(arms))}).", "model")
-        self._saw("predictions", pred.ts)
+        self._saw("predictions", pred.ts, name)
         rid = pred.request_id
         entry, store = self._find(rid)
         new_deadline = False
@@ -203,9 +212,9 @@ class Joiner:
         return None
 
     def on_label(self, label: Any) -> Invalid | None:
-        self._saw("labels", label.ts)
         rid = label.request_id
         entry, store = self._find(rid)
+        self._saw("labels", label.ts, entry.experiment if entry is not None else None)
         if entry is None:
             entry = PendingEntry(deadline=label.ts + self.orphan_ttl)
             entry.label = LabelPart(label.ts, label.label, label.reward)
@@ -223,7 +232,12 @@ class Joiner:
 
     # -- release and expiry ---------------------------------------------------------------
     def release(self, *, flush: bool = False) -> list[JoinedRecord]:
-        """The records settled by the watermark (all ready ones when ``flush``), in order."""
+        """The records settled by the watermark (all ready ones when ``flush``), in order.
+
+        Released event times never go back: a record that input arriving later than
+        ``allowed_lateness`` completed below what was released already goes at that point
+        (counted as ``late_input:<topic kind>``), so the frontier this partition states holds.
+        """
         limit = math.inf if flush else self.watermark - self.lateness
         released: list[JoinedRecord] = []
         heap = self._ready
@@ -237,7 +251,14 @@ class Joiner:
             if first is not None and first <= limit:
                 released.append(JoinedRecord(FIRST, first, "", name, None, None, ()))
                 self.first_seen[name] = None
+        floor = self.released_to
+        if any(r.ts < floor for r in released):  # completed by input that came in late
+            released = [r if r.ts >= floor else msgspec.structs.replace(r, ts=floor)
+                        for r in released]
         released.sort(key=JoinedRecord.sort_key)
+        if released:
+            floor = max(floor, released[-1].ts)
+        self.released_to = max(floor, self.watermark - self.lateness)
         return released
 
     def check_pairs(self) -> None:
@@ -299,9 +320,11 @@ class Joiner:
             if first is not None and ts < first:
                 self.first_seen[name] = ts
 
-    def _saw(self, kind: str, ts: float) -> None:
+    def _saw(self, kind: str, ts: float, name: str | None) -> None:
         if ts > self.max_ts[kind]:
             self.max_ts[kind] = ts
+        elif ts < self.released_to:
+            self.counters[name, f"late_input:{kind}"] += 1
 
     def _expect_pair(self, rid: str, first_ts: float) -> None:
         heapq.heappush(self._pairing, (first_ts + self.lateness, rid))

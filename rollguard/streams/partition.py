@@ -178,6 +178,7 @@ class JoinPartition:
         return {
             "offsets": dict(self.next_offset),
             "max_ts": {k: (v if math.isfinite(v) else None) for k, v in joiner.max_ts.items()},
+            "released_to": joiner.released_to if math.isfinite(joiner.released_to) else None,
             "ready": [[ts, rid] for ts, rid in joiner._ready],
             "pairing": [[ts, rid] for ts, rid in joiner._pairing],
             "first_seen": joiner.first_seen,
@@ -197,6 +198,8 @@ class JoinPartition:
         joiner = self.joiner
         for kind, ts in meta["max_ts"].items():
             joiner.max_ts[kind] = -math.inf if ts is None else ts
+        released_to = meta.get("released_to")
+        joiner.released_to = -math.inf if released_to is None else released_to
         joiner._ready = [(ts, rid) for ts, rid in meta["ready"]]
         joiner._pairing = [(ts, rid) for ts, rid in meta.get("pairing", ())]
         joiner.first_seen = {name: ts for name, ts in meta.get("first_seen", {}).items()
