@@ -30,6 +30,7 @@ EXPERIMENTS = """
   min_samples: 200
   label_ttl: 1h
   allowed_lateness: 2s
+  bake: {duration: 120s, min_samples: 300}  # promoted early in the stream, complete late
   guardrails:
     - {metric: latency_p99_ms, max_ratio: 1.5}
     - {metric: error_rate, max: 0.05}
@@ -65,6 +66,11 @@ def _plain(event):
 
 def control_events(bootstrap, names):
     return [json.loads(m.value()) for m in read_topic(bootstrap, names.control)]
+
+
+def actions_of(bootstrap, names, experiment: str) -> list[str]:
+    return [e["action"] for e in sorted(control_events(bootstrap, names), key=lambda e: e["seq"])
+            if e["experiment"] == experiment]
 
 
 def assert_same_control(live: list[dict], expected: list[dict]) -> None:
@@ -171,10 +177,13 @@ def test_no_loss_no_double_count_across_sigkills(setup):
 
     chunks = [events[i::8] for i in range(8)]  # interleaved slices keep each topic in order? no:
     chunks = [events[i * len(events) // 8:(i + 1) * len(events) // 8] for i in range(8)]
-    produced = threading.Event()
+    produced, killed_once = threading.Event(), threading.Event()
+    bake_ends = next(e["ts"] for e in expected_control if e["action"] == "complete")
 
     def produce_slowly():
         for chunk in chunks:
+            if chunk[-1]["ts"] >= bake_ends:  # the rest completes the bake: kill first
+                killed_once.wait(90)
             produce_events(bootstrap, names, chunk)
             time.sleep(1.0)
         produced.set()
@@ -182,13 +191,20 @@ def test_no_loss_no_double_count_across_sigkills(setup):
     app_id = f"app-{uuid.uuid4().hex[:6]}"
     feeder = threading.Thread(target=produce_slowly, daemon=True)
     feeder.start()
-    kills = 0
+    assert [e["action"] for e in expected_control if e["experiment"] == "better"] == \
+        ["start", "promote", "complete"]
+    kills, killed_baking = 0, False
     proc = worker(app_id, "run").start()
     try:
-        for pause in (4.0, 5.5, 7.0):  # kill at different points of the stream
-            time.sleep(pause)
+        for pause in (None, 5.5, 7.0):  # kill at different points of the stream
+            if pause is None:  # the first: while "better" bakes (its end not produced yet)
+                wait_for(lambda: "promote" in actions_of(bootstrap, names, "better"), 90)
+                killed_baking = "complete" not in actions_of(bootstrap, names, "better")
+            else:
+                time.sleep(pause)
             proc.kill()
             kills += 1
+            killed_once.set()
             proc = worker(app_id, "run").start()
         produced.wait(60)
         wait_for(lambda: len(control_events(bootstrap, names)) >= len(expected_control), 120)
@@ -200,7 +216,7 @@ def test_no_loss_no_double_count_across_sigkills(setup):
         wait_for(settled, timeout=60)
     finally:
         proc.stop()
-    assert kills == 3
+    assert kills == 3 and killed_baking, "a worker was killed during the bake window"
     restored = [int(n) for n in re.findall(r"restored: (\d+) pending in memory", proc.log_text())]
     assert any(restored), "some restarts found joins in flight in the restored state"
     live = latest_json(bootstrap, names.stats)
