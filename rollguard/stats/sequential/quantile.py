@@ -661,48 +661,31 @@ class QuantileRatioGuardrail(SequentialTest):
             w.terms = [tl, tr] if R else [tr, tl]
             return False
 
-        # rightwards: (i, b, tr, tl) = a bin, its prefix counts and its two terms
-        i, b, tr, tl = start, [below[0], below[1]], t[R], t[L]
-        step = 1
-        while tr < stop and i < last:
-            j = min(i + step, last)
-            bj = list(b)
-            for idx in range(i, j):
-                a0, a1 = self._at(idx)
-                bj[0] += a0
-                bj[1] += a1
-            aj = self._at(j)
-            tlj = term(kind, L, bj[L], aj[L])
-            if tr + tlj >= h or j == i + 1:
-                trj = term(kind, R, bj[R], aj[R])
-                if trj + tlj < h:
-                    return below_at(j, bj, trj, tlj)
-                keep(j, bj, trj, tlj)
-                i, b, tr, tl = j, bj, trj, tlj
-                step *= 2
-            else:
-                step = max(1, (j - i) // 2)
-        # leftwards, the same mirrored: the sum on [j, i) is at least L(i) + R(j)
-        i, b, tr, tl = start, [below[0], below[1]], t[R], t[L]
-        step = 1
-        while tl < stop and i > 0:
-            j = max(i - step, 0)
-            bj = list(b)
-            for idx in range(j, i):
-                a0, a1 = self._at(idx)
-                bj[0] -= a0
-                bj[1] -= a1
-            aj = self._at(j)
-            trj = term(kind, R, bj[R], aj[R])
-            if tl + trj >= h or j == i - 1:
-                tlj = term(kind, L, bj[L], aj[L])
-                if trj + tlj < h:
-                    return below_at(j, bj, trj, tlj)
-                keep(j, bj, trj, tlj)
-                i, b, tr, tl = j, bj, trj, tlj
-                step *= 2
-            else:
-                step = max(1, (i - j) // 2)
+        # rightwards, then leftwards (mirrored: the sum on [j, i) is at least L(i) + R(j)):
+        # from bin i with prefix counts b, galloping while the term ahead stays below `stop`
+        for ahead, behind in ((R, L), (L, R)):
+            forward = ahead == R
+            i, b, t_ahead = start, [below[0], below[1]], t[ahead]
+            step = 1
+            while t_ahead < stop and (i < last if forward else i > 0):
+                j = min(i + step, last) if forward else max(i - step, 0)
+                bj, sign = list(b), (1 if forward else -1)
+                for idx in (range(i, j) if forward else range(j, i)):
+                    a0, a1 = self._at(idx)
+                    bj[0] += sign * a0
+                    bj[1] += sign * a1
+                aj = self._at(j)
+                t_behind_j = term(kind, behind, bj[behind], aj[behind])
+                if t_ahead + t_behind_j >= h or abs(j - i) == 1:
+                    t_ahead_j = term(kind, ahead, bj[ahead], aj[ahead])
+                    trj, tlj = (t_ahead_j, t_behind_j) if forward else (t_behind_j, t_ahead_j)
+                    if trj + tlj < h:
+                        return below_at(j, bj, trj, tlj)
+                    keep(j, bj, trj, tlj)
+                    i, b, t_ahead = j, bj, t_ahead_j
+                    step *= 2
+                else:
+                    step = max(1, abs(j - i) // 2)
         below_at(best[1], best[2], best[3], best[4])  # no bin below: the witness moves there
         return True
 
