@@ -77,3 +77,18 @@ def test_state_built_for_another_definition_is_refused():
     changed = JoinPartition(0, exp(EXPERIMENT.replace("accuracy", "brier")))
     with pytest.raises(ValueError, match="experiment 'e' differs"):
         changed.load_meta(meta)
+
+
+def test_webhooks_may_change_on_a_running_experiment_but_nothing_else():
+    from rollguard.schemas import parse_experiments
+    from rollguard.streams.partition import fingerprint
+
+    base = ("{name: e, task: binary, mode: shadow, champion: m:1, candidates: [m:2], "
+            "primary: {metric: accuracy}%s}")
+    [plain] = parse_experiments(base % "", "a.yaml")
+    [hooked] = parse_experiments(base % ", notify: [{url: 'https://example.com/hook'}]", "b.yaml")
+    [other] = parse_experiments(base % ", min_samples: 7", "c.yaml")
+    assert fingerprint(plain) == fingerprint(hooked)
+    assert fingerprint(plain) != fingerprint(other)
+    assert fingerprint(plain) == __import__("hashlib").sha256(
+        plain.to_dict_json().encode()).hexdigest()[:16], "state saved before stays valid"

@@ -25,6 +25,7 @@ over a file. Both run exactly this code.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections import Counter
@@ -44,9 +45,15 @@ log = logging.getLogger("rollguard.worker")
 _DECODE = {"requests": decode_request, "predictions": decode_prediction, "labels": decode_label}
 
 
+#: keys of the experiment file that change nothing the state was built from
+NOT_STATE = ("notify",)
+
+
 def fingerprint(experiment: Experiment) -> str:
-    """A short digest of an experiment's definition: state built under another one is refused."""
-    return hashlib.sha256(experiment.to_dict_json().encode()).hexdigest()[:16]
+    """A short digest of an experiment's definition: state built under another one is refused.
+    Webhooks (``notify``) are not part of it: they may change on a running experiment."""
+    definition = {k: v for k, v in experiment.to_dict().items() if k not in NOT_STATE}
+    return hashlib.sha256(json.dumps(definition).encode()).hexdigest()[:16]  # as before
 
 
 class JoinPartition:
