@@ -19,11 +19,13 @@ same events it gives the same control events (action, seq, reason, evidence) as 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from rollguard.decisions.evaluator import ExperimentEvaluator
+from rollguard.decisions.manual import scheduled_request
 from rollguard.schemas.events import ControlEvent, Invalid, decode_replay_line
 from rollguard.streams.join import INPUT_KINDS
 from rollguard.streams.partition import JoinPartition
@@ -37,11 +39,14 @@ class Replay:
     partition (a replay file is one partition)."""
 
     def __init__(self, experiments: Iterable[Any], partitions: int = 1,
-                 on_bad: Callable[[int, str], None] | None = None) -> None:
+                 on_bad: Callable[[int, str], None] | None = None, *,
+                 history: bool = False) -> None:
         self.experiments = list(experiments)
         self.on_bad = on_bad
+        self.history = history  # make the history points too (they cost a little)
         self.parts = [JoinPartition(p, self.experiments) for p in range(partitions)]
-        self.evaluators = {e.name: ExperimentEvaluator(e, partitions) for e in self.experiments}
+        self.evaluators = {e.name: ExperimentEvaluator(e, partitions, history=history)
+                           for e in self.experiments}
         self.bad_lines: list[tuple[int, str]] = []
         self.events = 0
 
@@ -54,6 +59,35 @@ class Replay:
         for dead in part.take_dead_letters():
             self._bad(dead.offset + 1, dead.error)
         return out
+
+    def take_history(self) -> list[dict[str, Any]]:
+        """The history points made since the last call, experiment by experiment: those the
+        live worker publishes to ``<prefix>history`` (docs/history.md). Made only by a
+        ``Replay(..., history=True)``."""
+        return [p for ev in self.evaluators.values() for p in ev.take_history()]
+
+    def schedule_requests(self, lines: Iterable[bytes]) -> None:
+        """People's control requests, applied where the worker applied them: the control
+        events it published for them (their ``evidence.manual``), or control requests with
+        an ``at_record`` key, one JSON object per line (bad lines go to ``on_bad``)."""
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                at_record, request = scheduled_request(json.loads(line))
+            except ValueError as exc:
+                self._bad(number, f"control request rejected: {str(exc).rstrip('.')}.")
+                continue
+            evaluator = self.evaluators.get(request.experiment)
+            if evaluator is None:
+                self._bad(number, f"control request rejected: experiment "
+                                  f"'{request.experiment}' is not in the experiment files.")
+                continue
+            evaluator.schedule(at_record, request)
+
+    def refused_requests(self) -> list[str]:
+        """The scheduled requests that could not apply, one sentence each."""
+        return [reason for ev in self.evaluators.values() for reason in ev.refused]
 
     def _bad(self, number: int, reason: str) -> None:
         self.bad_lines.append((number, reason))
@@ -139,7 +173,8 @@ def run_from_kafka(replay: Replay, bootstrap: str, names: Any, start_ts: float |
                 assignment.append(TopicPartition(topic, p, lo))
         consumer.assign(assignment)
         replay.parts = [JoinPartition(p, replay.experiments) for p in range(n)]
-        replay.evaluators = {e.name: ExperimentEvaluator(e, n) for e in replay.experiments}
+        replay.evaluators = {e.name: ExperimentEvaluator(e, n, history=replay.history)
+                             for e in replay.experiments}
         positions = {key: -1 for key in ends}
         kind_of = {topic: kind for kind, topic in topics.items()}
         done = {key for key, end in ends.items() if end <= 0}

@@ -42,6 +42,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from rollguard.schemas.events import ends_experiment
 from rollguard.streams.topics import TopicNames
 
 FINAL = ("promote", "rollback", "hold", "complete")
@@ -51,21 +52,20 @@ def is_final(event: dict[str, Any]) -> bool:
     """True for the event that ends an experiment: ``rollback``, ``hold``, ``complete``, or
     a ``promote`` with no bake window after it (docs/events.md).
 
-    >>> is_final({"action": "promote", "evidence": {"bake": {"champion": "m:2"}}})
+    >>> is_final({"action": "promote", "champion": "m:2", "traffic": {"m:2": 1}, "shadow": ["m:1"]})
     False
-    >>> is_final({"action": "promote", "evidence": {}}), is_final({"action": "complete"})
-    (True, True)
+    >>> is_final({"action": "promote", "champion": "m:2", "traffic": {"m:2": 1}, "shadow": []})
+    True
     """
-    action = event.get("action")
-    if action == "promote":
-        return "bake" not in (event.get("evidence") or {})
-    return action in FINAL
+    return ends_experiment(event.get("action"), event.get("champion"), event.get("traffic"),
+                           event.get("shadow"))
 #: the key of the primary metric in an arm's outcome statistics
 METRIC_KEY = {"accuracy": "accuracy", "log_loss": "log_loss", "brier": "brier",
               "abs_error": "mae", "sq_error": "mse"}
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "undecided": "yellow"}
 ACTION_STYLE = {"promote": "bold green", "rollback": "bold red", "hold": "bold yellow",
-                "complete": "bold green", "set_traffic": "cyan", "start": "dim"}
+                "complete": "bold green", "set_traffic": "cyan", "start": "dim",
+                "pause": "bold magenta", "resume": "cyan"}
 
 
 class StatusError(RuntimeError):
@@ -384,6 +384,9 @@ def render_experiment(view: ExperimentView, *, compact: bool = False,
         title.append(f"  ·  {action.upper()}", style=ACTION_STYLE.get(action, ""))
     elif view.control is not None and view.control.get("action") == "promote":
         title.append("  ·  PROMOTED, BAKING", style=ACTION_STYLE.get("promote", ""))
+    paused = (view.snapshot or {}).get("decision", {}).get("paused") if final is None else None
+    if paused:
+        title.append(f"  ·  PAUSED by {paused.get('by')}", style=ACTION_STYLE["pause"])
     alphas = [view.track(a).get("alpha") for a in candidates]
     alpha = min((a for a in alphas if a), default=view.evidence.get("alpha") or 0.05)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,

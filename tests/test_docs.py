@@ -35,6 +35,7 @@ EVENT_TABLES = {
     "prediction": "Prediction",
     "label": "Label",
     "control": "Control event",
+    "control-request": "Control request",
     "deadletter": "Dead letter",
 }
 #: schemas that are not events (documented in docs/experiment-file.md)

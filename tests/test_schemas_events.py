@@ -184,7 +184,7 @@ def test_out_of_range_numbers_are_named_with_the_range(decode, noun, example, fi
     (decode_prediction, "prediction", PREDICTION, "error", "",
      'must be a non-empty string, got ""'),
     (decode_control, "control event", CONTROL, "action", "stop",
-     "must be one of 'complete', 'hold', 'promote', 'rollback', 'set_traffic', 'start', got \"stop\""),
+     "must be one of 'complete', 'hold', 'pause', 'promote', 'resume', 'rollback', 'set_traffic', 'start', got \"stop\""),
     (decode_control, "control event", CONTROL, "mode", "AB",
      "must be one of 'ab', 'bandit', 'canary', 'shadow', got \"AB\""),
     (decode_control, "control event", CONTROL, "champion", "churn",

@@ -331,7 +331,7 @@ def test_the_schemas_use_only_keywords_the_test_validator_checks():
 
 
 def test_every_schema_names_its_draft_id_title_and_description():
-    assert sorted(SCHEMAS) == ["control", "deadletter", "experiment", "label", "prediction",
+    assert sorted(SCHEMAS) == ["control", "control-request", "deadletter", "experiment", "label", "prediction",
                                "request"]
     for name, schema in SCHEMAS.items():
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
@@ -367,7 +367,7 @@ def test_schema_ranges_are_the_decoders_ranges():
     assert control["traffic"]["additionalProperties"] == {"type": "number", "minimum": 0,
                                                           "maximum": 1}
     assert set(control["action"]["enum"]) == {"start", "set_traffic", "promote", "rollback",
-                                              "hold", "complete"}
+                                              "hold", "complete", "pause", "resume"}
     experiment = SCHEMAS["experiment"]["$defs"]["Experiment"]["properties"]
     assert experiment["alpha"]["exclusiveMinimum"] == 0 and experiment["alpha"]["maximum"] == 0.5
     assert SCHEMAS["experiment"]["$defs"]["Experiment"]["additionalProperties"] is False
@@ -442,7 +442,7 @@ def test_deadletter_schema_documents_the_headers():
 
 def test_export_writes_stable_sorted_files(tmp_path):
     paths = export_json_schemas(tmp_path / "out")
-    assert [p.name for p in paths] == ["control.schema.json", "deadletter.schema.json",
+    assert [p.name for p in paths] == ["control.schema.json", "control-request.schema.json", "deadletter.schema.json",
                                        "experiment.schema.json", "label.schema.json",
                                        "prediction.schema.json", "request.schema.json"]
     first = {p.name: p.read_bytes() for p in paths}

@@ -160,6 +160,21 @@ def test_a_promotion_that_bakes_keeps_the_former_champion_in_play():
     assert state.final and plain.routes == (Route(CANDIDATE),)
 
 
+def test_pause_and_resume_route_as_before():
+    """A person's ``pause`` and ``resume`` carry the traffic unchanged: a router that knows
+    nothing of them keeps routing the same way, and they end nothing."""
+    from rollguard.schemas.events import decode_control
+    from rollguard.serving.router import ExperimentState, _Table
+
+    shares = {CHAMPION: 0.8, CANDIDATE: 0.2}
+    before = _Table.of(ExperimentState.from_event(decode_control(control(
+        3, "set_traffic", "canary", CHAMPION, traffic=shares))))
+    for seq, action in ((4, "pause"), (5, "resume")):
+        state = ExperimentState.from_event(decode_control(control(
+            seq, action, "canary", CHAMPION, traffic=shares)))
+        assert not state.final and _Table.of(state) == before
+
+
 def test_an_experiment_without_state_or_champion_is_a_clear_error():
     router = Router("127.0.0.1:1", experiments={EXPERIMENT: CHAMPION})
     with pytest.raises(UnknownExperiment, match="experiments="):

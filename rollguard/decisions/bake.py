@@ -30,11 +30,18 @@ False
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rollguard.decisions.actions import COMPLETE, ROLLBACK
 from rollguard.decisions.guardrails import monitors_for
+from rollguard.decisions.modes import pct, signed
 from rollguard.decisions.tracks import PairedDelta, SplitDelta, Track
 from rollguard.schemas.experiment import Experiment
+from rollguard.stats.sequential import FAIL
+
+if TYPE_CHECKING:
+    from rollguard.decisions.policy import Policy
+    from rollguard.schemas.events import ControlEvent
 
 
 class BakeWindow:
@@ -59,6 +66,40 @@ class BakeWindow:
                            tracks_average=True)
         return cls(experiment, winner, since, Track(
             winner, delta, monitors_for(experiment, alpha, winner, tracks_average=True)))
+
+    # -- the phase (decisions/phases.py) ------------------------------------------------------
+    name = "bake"
+
+    def tracks(self, policy: Policy) -> list[Track]:
+        return [self.track]
+
+    def rollback_subject(self, policy: Policy) -> str:
+        return f"{self.winner} is rolled back to {self.former} during its bake window"
+
+    def decide(self, policy: Policy, ts: float) -> list[ControlEvent]:
+        """Roll back at a breach, complete when due."""
+        track, winner, former = self.track, self.winner, self.former
+        conf = pct(track.alpha)
+        for monitor in track.monitors:
+            if monitor.status() == FAIL:
+                return [policy._final(ROLLBACK, ts, (
+                    f"{self.rollback_subject(policy)}: guardrail {monitor.name} failed "
+                    f"{monitor.confidence(conf)} ({monitor.explain()})."))]
+        delta = track.delta
+        lo, hi = delta.interval()
+        if delta.side() < 0:
+            return [policy._final(ROLLBACK, ts, (
+                f"{self.rollback_subject(policy)}: its {policy.metric} is worse than "
+                f"{former}'s by more than the margin {policy.margin:g} (Δ ≤ {signed(hi)} with "
+                f"{conf} confidence, estimate {signed(delta.estimate())})."))]
+        if self.due(ts):
+            n = track.counts(former)
+            return [policy._final(COMPLETE, ts, (
+                f"{winner} completes its bake window: over {ts - self.since:.4g} s of event "
+                f"time and {n[winner]} labelled outcomes ({former}: {n[former]}) no breach of "
+                f"the margin {policy.margin:g} on {policy.metric} or of a guardrail was "
+                f"detected (Δ in [{signed(lo)}, {signed(hi)}] with {conf} confidence)."), winner)]
+        return []
 
     def routing(self, shadow_mode: bool) -> tuple[dict[str, float], list[str]]:
         """The new champion serves; the former one scores in shadow or keeps a holdback."""

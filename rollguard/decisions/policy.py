@@ -16,8 +16,10 @@ independent outcomes. With margin δ:
 
 ``start`` comes with the first record; canary steps and bandit allocations are
 ``set_traffic``. What differs between the modes (routing, what an outcome feeds, what
-happens when a candidate may be promoted) lives in :mod:`rollguard.decisions.modes`; the
-lifecycle lives here. Every event carries ``seq``, a ``reason`` naming the metric that decided it
+happens when a candidate may be promoted) lives in :mod:`rollguard.decisions.modes`; what
+differs between the phases (the analysis in :mod:`rollguard.decisions.phases`, the bake
+window in :mod:`rollguard.decisions.bake`) in the phase objects; the lifecycle (start, SRM,
+a person's pause, the events and their ``seq``) lives here. Every event carries ``seq``, a ``reason`` naming the metric that decided it
 and the ``evidence`` behind it; ``ts`` is the event time of the record that triggered it. A
 final event is emitted once, and the policy decides nothing after it.
 
@@ -44,7 +46,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rollguard.decisions.actions import (COMPLETE, FINAL, HOLD, PAUSE, PROMOTE, RESUME,  # noqa: F401
+                                         ROLLBACK, SET_TRAFFIC, START)
 from rollguard.decisions.bake import BakeWindow
+from rollguard.decisions.phases import Analysis
 from rollguard.decisions.guardrails import SampleRatio, monitors_for, wants_srm
 from rollguard.decisions.modes import mode_for, pct, signed
 from rollguard.decisions.observations import Reader
@@ -54,11 +59,6 @@ from rollguard.schemas.experiment import Experiment
 from rollguard.stats.sequential import FAIL, PASS, per_candidate_alpha
 from rollguard.streams.records import FIRST, OUTCOME, JoinedRecord
 
-PROMOTE, ROLLBACK, HOLD, SET_TRAFFIC, START = "promote", "rollback", "hold", "set_traffic", "start"
-COMPLETE = "complete"
-#: the actions that can end an experiment (``promote`` does unless it bakes: then ``complete``
-#: or ``rollback`` follows)
-FINAL = (PROMOTE, ROLLBACK, HOLD, COMPLETE)
 #: event time after a traffic change during which served arms are not checked for SRM: the
 #: routers apply a change only after the join, the checkpoint and the control topic
 SRM_GRACE_S = 30.0
@@ -89,13 +89,21 @@ class Policy:
         self.start_ts: float | None = None
         self.final: dict[str, Any] | None = None
         self.last_reason: str | None = None
-        self.bake: BakeWindow | None = None  # after a promotion, while the new champion bakes
+        #: the analysis, then (after a promotion with ``bake:``) the bake window
+        self.phase: Analysis | BakeWindow = Analysis()
+        #: event time of the last joined record taken (a manual event's ``ts``)
+        self.last_ts: float | None = None
+        #: who paused the experiment, why and when (``evidence.manual``), until resumed
+        self.paused: dict[str, Any] | None = None
+
+    @property
+    def bake(self) -> BakeWindow | None:
+        """The bake window while the new champion bakes, else None."""
+        return self.phase if isinstance(self.phase, BakeWindow) else None
 
     def active_tracks(self) -> list[Track]:
-        """The candidates under test: the new champion alone while it bakes."""
-        if self.bake is not None:
-            return [self.bake.track]
-        return [t for t in self.tracks.values() if t.active]
+        """The candidates under test: the phase says (the new champion alone while it bakes)."""
+        return self.phase.tracks(self)
 
     # -- records --------------------------------------------------------------------------
     def on_record(self, record: JoinedRecord) -> list[ControlEvent]:
@@ -108,6 +116,7 @@ class Policy:
         if record.kind == FIRST:  # the first traffic of a join partition: nothing to count
             return events
         self.records += 1
+        self.last_ts = record.ts
         if record.kind == OUTCOME:
             self._on_outcome(record)
         else:
@@ -135,72 +144,35 @@ class Policy:
                 monitor.on_outcome(record, cand, champ, self.reader)
 
     # -- decisions ------------------------------------------------------------------------
-    def _verdict(self, track: Track) -> tuple[str, str] | None:
-        """``(ROLLBACK, reason)``, ``(PROMOTE, "")`` when it may be promoted, or None."""
-        conf = pct(track.alpha)
-        for monitor in track.monitors:
-            if monitor.status() == FAIL:
-                return ROLLBACK, (f"{track.arm} is rolled back: guardrail {monitor.name} failed "
-                                  f"{monitor.confidence(conf)} ({monitor.explain()}).")
-        delta = track.delta
-        side = delta.side()
-        if side < 0:
-            _, hi = delta.interval()
-            return ROLLBACK, (f"{track.arm} is rolled back: its {self.metric} is worse than the "
-                              f"champion's by more than the margin {self.margin:g} "
-                              f"(Δ ≤ {signed(hi)} with {conf} confidence, estimate "
-                              f"{signed(delta.estimate())}).")
-        if side > 0 and track.min_count() >= self.experiment.min_samples \
-                and all(m.status() == PASS for m in track.monitors):
-            return PROMOTE, ""
-        return None
-
     def _decide(self, ts: float) -> list[ControlEvent]:
-        events: list[ControlEvent] = []
+        if self.paused is not None:  # a person paused it: statistics count, nothing decides
+            return []
         if self.srm is not None and self.srm.status() == FAIL:
-            who = (f"{self.bake.winner} is rolled back to {self.champion} during its bake "
-                   "window" if self.bake is not None else "All candidates are rolled back")
-            reason = (f"{who}: guardrail srm failed with {pct(self.experiment.alpha)} "
-                      f"confidence ({self.srm.explain()}).")
+            reason = (f"{self.phase.rollback_subject(self)}: guardrail srm failed with "
+                      f"{pct(self.experiment.alpha)} confidence ({self.srm.explain()}).")
             return [self._final(ROLLBACK, ts, reason)]
-        if self.bake is not None:
-            return self._decide_bake(ts)
-        verdicts = {t.arm: self._verdict(t) for t in self.active_tracks()}
-        dropped = [arm for arm, v in verdicts.items() if v is not None and v[0] == ROLLBACK]
-        if dropped:
-            for arm in dropped:
-                self.tracks[arm].drop(verdicts[arm][1])
-            reason = _one_sentence([verdicts[arm][1] for arm in dropped])
-            if not self.active_tracks():
-                return [self._final(ROLLBACK, ts, reason)]
-            self.shadow = [a for a in self.shadow if a not in dropped]
-            events.append(self.set_traffic(self.mode.without(self, dropped), ts, reason))
-        ready = [arm for arm, v in verdicts.items() if v is not None and v[0] == PROMOTE]
-        events.extend(self.mode.advance(self, ready, ts))
-        if self.final is None:
-            hold = self._hold_reason(ts)
-            if hold:
-                events.append(self._final(HOLD, ts, hold))
-        return events
+        return self.phase.decide(self, ts)
 
     def best_of(self, ready: list[str]) -> str:
         """Of the candidates that may be promoted, the one with the highest lower bound."""
         return max(ready, key=lambda a: (self.tracks[a].delta.interval()[0], a))
 
-    def promote(self, best: str, ts: float) -> ControlEvent:
-        """``best`` becomes the champion: the end, or the start of its bake window."""
-        delta = self.tracks[best].delta
-        lo, _ = delta.interval()
-        n = self.tracks[best].counts(self.champion)
-        reason = (f"{best} is promoted: its {self.metric} is at least the champion's minus the "
-                  f"margin {self.margin:g} (Δ ≥ {signed(lo)} with {pct(delta.alpha)} "
-                  f"confidence, estimate {signed(delta.estimate())}, n = "
-                  f"{n[self.champion]}/{n[best]}) and every guardrail passes")
+    def promote(self, best: str, ts: float, reason: str | None = None) -> ControlEvent:
+        """``best`` becomes the champion: the end, or the start of its bake window.
+        ``reason``: its first clause (by default, the evidence that it won)."""
+        if reason is None:
+            delta = self.tracks[best].delta
+            lo, _ = delta.interval()
+            n = self.tracks[best].counts(self.champion)
+            reason = (f"{best} is promoted: its {self.metric} is at least the champion's minus "
+                      f"the margin {self.margin:g} (Δ ≥ {signed(lo)} with {pct(delta.alpha)} "
+                      f"confidence, estimate {signed(delta.estimate())}, n = "
+                      f"{n[self.champion]}/{n[best]}) and every guardrail passes")
         bake = self.experiment.bake
         if bake is None:
             return self._final(PROMOTE, ts, reason + ".", best)
-        self.bake = BakeWindow.open(self.experiment, best, ts, self.mode.delta,
-                                    self.reader.score_bounds())
+        self.phase = BakeWindow.open(self.experiment, best, ts, self.mode.delta,
+                                     self.reader.score_bounds())
         self.traffic, self.shadow = self.bake.routing(shadow_mode=not self.mode.splits_traffic)
         if self.srm is not None:
             self.srm.set_shares(self.traffic)
@@ -211,53 +183,12 @@ class Policy:
                    f"labelled outcomes while {keeps}.")
         return self._event(PROMOTE, ts, reason, champion=best)
 
-    def _decide_bake(self, ts: float) -> list[ControlEvent]:
-        """While the new champion bakes: roll back at a breach, complete when due."""
-        window = self.bake
-        track, winner, former = window.track, window.winner, window.former
-        conf = pct(track.alpha)
-        for monitor in track.monitors:
-            if monitor.status() == FAIL:
-                return [self._final(ROLLBACK, ts, (
-                    f"{winner} is rolled back to {former} during its bake window: guardrail "
-                    f"{monitor.name} failed {monitor.confidence(conf)} ({monitor.explain()})."))]
-        delta = track.delta
-        lo, hi = delta.interval()
-        if delta.side() < 0:
-            return [self._final(ROLLBACK, ts, (
-                f"{winner} is rolled back to {former} during its bake window: its "
-                f"{self.metric} is worse than {former}'s by more than the margin "
-                f"{self.margin:g} (Δ ≤ {signed(hi)} with {conf} confidence, estimate "
-                f"{signed(delta.estimate())})."))]
-        if window.due(ts):
-            n = track.counts(former)
-            return [self._final(COMPLETE, ts, (
-                f"{winner} completes its bake window: over {ts - window.since:.4g} s of event "
-                f"time and {n[winner]} labelled outcomes ({former}: {n[former]}) no breach of "
-                f"the margin {self.margin:g} on {self.metric} or of a guardrail was detected "
-                f"(Δ in [{signed(lo)}, {signed(hi)}] with {conf} confidence)."), winner)]
-        return []
-
     def set_traffic(self, traffic: dict[str, float], ts: float, reason: str) -> ControlEvent:
         self.traffic = traffic
         if self.srm is not None:
             self.srm.set_shares(traffic)
             self.srm_from = ts + self.experiment.allowed_lateness + SRM_GRACE_S
         return self._event(SET_TRAFFIC, ts, reason)
-
-    def _hold_reason(self, ts: float) -> str | None:
-        exp = self.experiment
-        if exp.max_duration is not None and self.start_ts is not None \
-                and ts - self.start_ts >= exp.max_duration:
-            return (f"The experiment reached its max_duration ({exp.max_duration:g} s of event "
-                    f"time) undecided: the champion {self.champion} stays.")
-        if exp.max_samples is not None:
-            active = self.active_tracks()
-            if active and all(t.counts(self.champion)[t.arm] >= exp.max_samples for t in active):
-                return (f"The experiment reached max_samples ({exp.max_samples} labelled "
-                        f"outcomes per candidate) undecided on {self.metric}: the champion "
-                        f"{self.champion} stays.")
-        return None
 
     # -- events ---------------------------------------------------------------------------
     def _final(self, action: str, ts: float, reason: str, winner: str | None = None) -> ControlEvent:
@@ -288,6 +219,8 @@ class Policy:
         out.update(self.mode.evidence())
         if self.bake is not None:
             out["bake"] = self.bake.evidence()
+        if self.paused is not None:
+            out["paused"] = dict(self.paused)
         return out
 
     def status(self) -> dict[str, Any]:
@@ -295,7 +228,7 @@ class Policy:
         champion = self.final["champion"] if self.final else \
             self.bake.winner if self.bake is not None else self.champion
         return {"seq": self.seq, "final": self.final, "last_reason": self.last_reason,
-                "champion": champion,
+                "champion": champion, "paused": self.paused,
                 "shadow": list(self.shadow), "evidence": self.evidence()}
 
     # -- state ----------------------------------------------------------------------------
@@ -307,6 +240,7 @@ class Policy:
             "seq": self.seq, "records": self.records, "start_ts": self.start_ts,
             "final": self.final, "last_reason": self.last_reason,
             "bake": self.bake.to_dict() if self.bake is not None else None,
+            "last_ts": self.last_ts, "paused": self.paused,
             **self.mode.to_dict(),
         }
 
@@ -322,16 +256,8 @@ class Policy:
         new.mode.load(d)
         new.seq, new.records, new.start_ts = d["seq"], d["records"], d["start_ts"]
         new.final, new.last_reason = d["final"], d["last_reason"]
+        new.last_ts, new.paused = d.get("last_ts"), d.get("paused")
         if d.get("bake") is not None:
-            new.bake = BakeWindow.from_dict(experiment, d["bake"], new.mode.delta,
-                                            new.reader.score_bounds())
+            new.phase = BakeWindow.from_dict(experiment, d["bake"], new.mode.delta,
+                                             new.reader.score_bounds())
         return new
-
-
-def _one_sentence(reasons: list[str]) -> str:
-    """Several candidates' reasons (each one sentence) as one sentence: "a; b."
-
-    >>> _one_sentence(["m:2 is rolled back: x.", "m:3 is rolled back: y."])
-    'm:2 is rolled back: x; m:3 is rolled back: y.'
-    """
-    return "; ".join(r.rstrip(".") for r in reasons) + "."

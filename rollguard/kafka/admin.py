@@ -3,6 +3,7 @@
 - requests, predictions and labels get the SAME partition count (joins are co-partitioned
   by ``request_id``); an existing set with unequal counts is an error, never "fixed" silently;
 - the control and stats topics are compacted (the latest event per experiment is the state);
+- the history topic keeps every point (cleanup.policy delete, a year's retention);
 - the replication factor is taken from the cluster: min(3, number of brokers).
 """
 
@@ -30,11 +31,13 @@ class TopicSpec:
 
 COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
              "segment.ms": "600000"}
+#: the history points (docs/history.md): all of them, for a year
+HISTORY = {"cleanup.policy": "delete", "retention.ms": str(365 * 86400 * 1000)}
 
 
 def contract_topics(names: TopicNames, partitions: int = 6) -> list[TopicSpec]:
     """The contract's topics (docs/events.md): inputs with ``partitions`` each, control and
-    stats compacted."""
+    stats compacted, history (docs/history.md) kept a year."""
     if partitions < 1:
         raise TopicError(f"partitions must be at least 1, got {partitions}.")
     return [
@@ -44,6 +47,10 @@ def contract_topics(names: TopicNames, partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(names.control, 1, dict(COMPACTED)),
         TopicSpec(names.stats, 1, dict(COMPACTED)),
         TopicSpec(names.deadletter, 1, {}),
+        TopicSpec(names.history, 1, dict(HISTORY)),
+        # co-partitioned with the worker's outcomes (keyed by experiment, same count): the
+        # worker that evaluates an experiment reads its requests
+        TopicSpec(names.control_requests, partitions, {}),
     ]
 
 

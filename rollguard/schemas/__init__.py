@@ -13,9 +13,10 @@ Label(request_id='r1', ts=1700000000.5, label=True, reward=None)
 from rollguard.schemas.durations import format_duration, parse_duration
 from rollguard.schemas.events import (DEADLETTER_HEADERS, EVENT_KINDS, HEADER_ERROR,
                                       HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC,
-                                      MAX_EVENT_BYTES, REPLAY_KINDS, ControlEvent, DeadLetter,
-                                      Event, Invalid, Label, Prediction, Request,
-                                      decode_control, decode_event, decode_label,
+                                      MAX_EVENT_BYTES, REPLAY_KINDS, ControlEvent, ControlRequest,
+                                      DeadLetter, Event, Invalid, Label, Prediction, Request,
+                                      decode_control, decode_control_request, decode_event,
+                                      decode_label,
                                       decode_prediction, decode_replay_line, decode_request,
                                       encode, encode_replay_line, kind_of, validate)
 from rollguard.schemas.experiment import (Bandit, Canary, Experiment, ExperimentError,
@@ -26,8 +27,9 @@ from rollguard.schemas.jsonschema import export_json_schemas, json_schemas
 __all__ = [
     "DEADLETTER_HEADERS", "EVENT_KINDS", "HEADER_ERROR", "HEADER_OFFSET", "HEADER_PARTITION",
     "HEADER_TOPIC", "MAX_EVENT_BYTES", "REPLAY_KINDS",
-    "Request", "Prediction", "Label", "ControlEvent", "DeadLetter", "Invalid", "Event",
-    "decode_request", "decode_prediction", "decode_label", "decode_control", "decode_event",
+    "Request", "Prediction", "Label", "ControlEvent", "ControlRequest", "DeadLetter", "Invalid",
+    "Event", "decode_request", "decode_prediction", "decode_label", "decode_control",
+    "decode_control_request", "decode_event",
     "decode_replay_line", "encode", "encode_replay_line", "validate", "kind_of",
     "Experiment", "Primary", "Guardrail", "Canary", "Bandit", "Reference", "ExperimentError",
     "load_experiments", "parse_experiments", "parse_duration", "format_duration",

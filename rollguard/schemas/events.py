@@ -43,8 +43,9 @@ from msgspec import Meta, Struct
 __all__ = [
     "MAX_EVENT_BYTES", "HEADER_ERROR", "HEADER_TOPIC", "HEADER_PARTITION", "HEADER_OFFSET",
     "DEADLETTER_HEADERS", "EVENT_KINDS", "REPLAY_KINDS", "TRAFFIC_SUM_TOLERANCE",
-    "Request", "Prediction", "Label", "ControlEvent", "DeadLetter", "Invalid", "Event",
-    "decode_request", "decode_prediction", "decode_label", "decode_control", "decode_event",
+    "Request", "Prediction", "Label", "ControlEvent", "ControlRequest", "DeadLetter", "Invalid",
+    "Event", "decode_request", "decode_prediction", "decode_label", "decode_control",
+    "decode_control_request", "decode_event",
     "decode_replay_line", "encode", "encode_replay_line", "validate", "kind_of",
 ]
 
@@ -180,7 +181,7 @@ class ControlEvent(_Event):
     ts: Annotated[float, Meta(ge=0, description="Event time of the evidence that triggered "
                               "it.")]
     action: Annotated[Literal["start", "set_traffic", "promote", "rollback", "hold",
-                              "complete"],
+                              "complete", "pause", "resume"],
                       Meta(description="What the serving layer must do.")]
     mode: Literal["shadow", "ab", "canary", "bandit"]
     champion: Annotated[Arm, Meta(description="The 'model:version' that serves by default.")]
@@ -203,6 +204,60 @@ class ControlEvent(_Event):
         if abs(total - 1.0) > TRAFFIC_SUM_TOLERANCE:
             raise ValueError(f"field 'traffic' must hold shares that sum to 1, got a sum of "
                              f"{total!r}")
+
+
+class ControlRequest(_Event):
+    """A person's request to steer an experiment (topic `control-requests`, keyed by
+    experiment): ``rollguard promote | rollback | pause | resume``, or the dashboard.
+
+    The worker that evaluates the experiment applies it at the point the analysis has
+    reached and publishes the control event, with who and why under ``evidence.manual``; a
+    request it cannot apply (an unknown or finished experiment) goes to the dead-letter
+    topic with the reason.
+    """
+
+    experiment: ExperimentName
+    action: Annotated[Literal["promote", "rollback", "pause", "resume"], Meta(
+        description="promote: the candidate becomes the champion (after its bake window, "
+                    "if the experiment has one); rollback: the champion keeps everything; "
+                    "pause: no traffic change and no automatic decision until resume.")]
+    reason: Annotated[str, Meta(min_length=1, description="Why, in the person's words.")]
+    by: Annotated[str, Meta(min_length=1, description="Who asks (a name, an e-mail).")]
+    request_id: Annotated[str, Meta(min_length=1, description="Unique per request: the "
+                                    "control event it leads to carries it.")]
+    requested_at: Annotated[float, Meta(ge=0, description="Wall-clock time of the request, "
+                                        "seconds since the epoch.")]
+    candidate: Arm | None = None
+
+    def __post_init__(self) -> None:
+        _raise_nonfinite(self, ("requested_at",))
+
+
+#: actions after which nothing follows for the experiment; a ``promote`` ends it too when it
+#: gives the new champion all traffic and nothing scores in shadow (no bake window follows)
+ENDING_ACTIONS = frozenset({"rollback", "hold", "complete"})
+
+
+def ends_experiment(action: str, champion: str | None, traffic: Mapping[str, float] | None,
+                    shadow: Iterable[str] | None) -> bool:
+    """True for the control event that ends an experiment (docs/events.md, "Actions").
+
+    One rule for every reader (Router, registry, status, dashboard), from the fields a
+    consumer applies anyway: a ``promote`` that leaves the former champion a holdback share
+    or a shadow slot opens a bake window, and ``complete`` or ``rollback`` follows.
+
+    >>> ends_experiment("promote", "m:2", {"m:2": 1.0}, [])
+    True
+    >>> ends_experiment("promote", "m:2", {"m:2": 1.0}, ["m:1"])       # baking in shadow
+    False
+    >>> ends_experiment("promote", "m:2", {"m:2": 0.95, "m:1": 0.05}, [])  # holdback
+    False
+    >>> ends_experiment("complete", "m:2", {"m:2": 1.0}, []), ends_experiment("pause", "m:1", {}, [])
+    (True, False)
+    """
+    if action in ENDING_ACTIONS:
+        return True
+    return action == "promote" and not list(shadow or ()) and dict(traffic or {}) == {champion: 1.0}
 
 
 class DeadLetter(Struct, frozen=True):
@@ -290,16 +345,17 @@ class Invalid(Struct, frozen=True):
     field: str | None = None
 
 
-Event = Request | Prediction | Label | ControlEvent
+Event = Request | Prediction | Label | ControlEvent | ControlRequest
 
 #: topic kind -> event class, for the topics rollguard reads
 EVENT_KINDS: dict[str, type[Struct]] = {
-    "requests": Request, "predictions": Prediction, "labels": Label, "control": ControlEvent}
+    "requests": Request, "predictions": Prediction, "labels": Label, "control": ControlEvent,
+    "control-requests": ControlRequest}
 #: the kinds a replay file line may hold
 REPLAY_KINDS = ("requests", "predictions", "labels")
 
 _NOUN = {Request: "request", Prediction: "prediction", Label: "label",
-         ControlEvent: "control event"}
+         ControlEvent: "control event", ControlRequest: "control request"}
 _KIND_OF = {cls: kind for kind, cls in EVENT_KINDS.items()}
 
 
@@ -314,9 +370,11 @@ _REQUEST_DECODER = msgspec.json.Decoder(Request)
 _PREDICTION_DECODER = msgspec.json.Decoder(Prediction)
 _LABEL_DECODER = msgspec.json.Decoder(Label)
 _CONTROL_DECODER = msgspec.json.Decoder(ControlEvent)
+_CONTROL_REQUEST_DECODER = msgspec.json.Decoder(ControlRequest)
 _TOPIC_DECODER = msgspec.json.Decoder(_ReplayTopic)
 _DECODERS = {Request: _REQUEST_DECODER, Prediction: _PREDICTION_DECODER,
-             Label: _LABEL_DECODER, ControlEvent: _CONTROL_DECODER}
+             Label: _LABEL_DECODER, ControlEvent: _CONTROL_DECODER,
+             ControlRequest: _CONTROL_REQUEST_DECODER}
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -370,6 +428,22 @@ def decode_control(data: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> ControlE
     except Exception as error:  # noqa: BLE001
         return _explain(ControlEvent, data, error)
     return _too_large(ControlEvent, data, max_bytes)
+
+
+def decode_control_request(data: bytes, *, max_bytes: int = MAX_EVENT_BYTES
+                           ) -> ControlRequest | Invalid:
+    """A :class:`ControlRequest` from one JSON object, or :class:`Invalid`; never raises.
+
+    >>> decode_control_request(b'{"experiment": "e", "action": "stop", "reason": "x", '
+    ...     b'"by": "ana", "request_id": "q1", "requested_at": 1}').reason[:60]
+    "control request rejected: field 'action' must be one of 'pau"
+    """
+    try:
+        if len(data) <= max_bytes:
+            return _utf8_checked(_CONTROL_REQUEST_DECODER.decode(data), data)
+    except Exception as error:  # noqa: BLE001
+        return _explain(ControlRequest, data, error)
+    return _too_large(ControlRequest, data, max_bytes)
 
 
 _DECODE_BY_KIND = {"requests": decode_request, "predictions": decode_prediction,

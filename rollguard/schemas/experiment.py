@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import typing
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -37,12 +38,13 @@ import yaml
 from msgspec import Meta, Struct
 
 from rollguard.schemas.durations import DURATION_EXPECTED, DURATION_PATTERN, parse_duration
-from rollguard.schemas.events import (Arm, Scalar, Share, TRAFFIC_SUM_TOLERANCE,
-                                      describe_rejection, describe_value, dotted_path,
-                                      first_nonfinite, preview)
+from rollguard.schemas.events import (Arm, ControlEvent, Scalar, Share,
+                                      TRAFFIC_SUM_TOLERANCE, describe_rejection,
+                                      describe_value, dotted_path, first_nonfinite, preview)
 
 __all__ = [
-    "Experiment", "Primary", "Guardrail", "Canary", "Bandit", "Reference", "ExperimentError",
+    "Experiment", "Primary", "Guardrail", "Canary", "Bandit", "Reference", "Notify",
+    "ExperimentError",
     "ExperimentFile", "load_experiments", "parse_experiments", "TASKS", "MODES",
     "PRIMARY_METRICS", "GUARDRAIL_METRICS", "DEFAULT_POSITIVE_LABELS",
 ]
@@ -57,6 +59,15 @@ PRIMARY_METRICS = {
 CLIPPABLE_METRICS = ("log_loss", "abs_error", "sq_error")
 #: labels that count as positive when `positive_label` is left at its default (true)
 DEFAULT_POSITIVE_LABELS = (True, 1, "1", "true", "yes")
+#: the control event's actions (a webhook's `actions` name some), and those a webhook gets
+#: when its `actions` are not given: all but `start`
+CONTROL_ACTIONS: tuple[str, ...] = typing.get_args(typing.get_args(
+    typing.get_type_hints(ControlEvent, include_extras=True)["action"])[0])
+NOTIFY_DEFAULT_ACTIONS = tuple(a for a in CONTROL_ACTIONS if a != "start")
+_ControlAction = Literal[CONTROL_ACTIONS]  # type: ignore[valid-type]
+#: the longest `notify[].timeout`, in seconds
+NOTIFY_MAX_TIMEOUT = 60.0
+_URL_PATTERN = r"^https?://[^\s/?#]+([/?#]\S*)?$"
 
 
 class _GuardrailRule(Struct, frozen=True):
@@ -171,6 +182,23 @@ class Reference(_Section):
                               "paths are relative to the experiment file.")] | None = None
 
 
+class Notify(_Section):
+    """A webhook: each decision whose action is listed is POSTed to it as JSON, with a
+    Slack-compatible `text` (docs/operating.md)."""
+
+    url: Annotated[str, Meta(pattern=_URL_PATTERN, description="The http or https URL the "
+                             "decisions are POSTed to.",
+                             extra={"expect": "an http or https URL such as "
+                                              "https://hooks.slack.com/services/..."})]
+    actions: Annotated[tuple[_ControlAction, ...], Meta(
+        min_length=1, description="The actions posted; default: every one but start.")] = \
+        NOTIFY_DEFAULT_ACTIONS
+    timeout: Annotated[Duration, Meta(description="How long one attempt waits for an answer "
+                                      "(at most 60s).")] = 5.0
+    attempts: Annotated[int, Meta(ge=1, le=10, description="Attempts before the notifier "
+                                  "gives a decision up for this hook.")] = 5
+
+
 class Experiment(_Section):
     """One experiment: which arms to compare, how, and when to decide."""
 
@@ -213,6 +241,8 @@ class Experiment(_Section):
         description="Segment keys to keep statistics for; default: all keys seen.")] | None = None
     state: Annotated[Literal["memory", "disk", "auto"], Meta(
         description="Where pending joins live.")] = "auto"
+    notify: Annotated[tuple[Notify, ...], Meta(description="Webhooks the decisions are POSTed "
+                                               "to.")] | None = None
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -491,10 +521,42 @@ def _check_and_complete(exp: Experiment, base_dir: str | Path | None) -> Experim
         reference = Reference(n=1000)
     if reference.file is not None and base_dir is not None:
         reference = Reference(file=str(Path(base_dir) / reference.file))
+    notify = _checked_notify(exp.notify) if exp.notify is not None else None
 
     return msgspec.structs.replace(
         exp, positive_label=positive_label, bandit=bandit, canary=canary, bake=bake,
-        traffic=traffic, guardrails=guardrails, reference=reference, **durations)
+        traffic=traffic, guardrails=guardrails, reference=reference, notify=notify,
+        **durations)
+
+
+def _checked_notify(hooks: tuple[Notify, ...]) -> tuple[Notify, ...]:
+    """Each webhook's URL and actions checked, its timeout in seconds."""
+    from urllib.parse import urlsplit
+
+    checked = []
+    for index, hook in enumerate(hooks):
+        key = f"notify[{index}]"
+        parts = urlsplit(hook.url)
+        try:
+            port_ok = parts.hostname is not None and (parts.port is None or parts.port > 0)
+        except ValueError:  # a port that is not a number, or out of range
+            port_ok = False
+        if not port_ok:
+            raise _KeyProblem(f"{key}.url", f"must be an http or https URL with a host (and a "
+                              f"port from 1 to 65535 if any), got {preview(hook.url)}")
+        for earlier_index, earlier in enumerate(hooks[:index]):
+            if earlier.url == hook.url:
+                raise _KeyProblem(f"{key}.url", f"repeats notify[{earlier_index}]'s URL: list "
+                                  "the actions of one hook once")
+        for i, action in enumerate(hook.actions):
+            if action in hook.actions[:i]:
+                raise _KeyProblem(f"{key}.actions", f"lists {action} twice")
+        timeout = parse_duration(hook.timeout)  # msgspec checked the form already
+        if not 0 < timeout <= NOTIFY_MAX_TIMEOUT:
+            raise _KeyProblem(f"{key}.timeout", f"must be a duration > 0 and at most "
+                              f"{NOTIFY_MAX_TIMEOUT:g}s, got {preview(hook.timeout)}")
+        checked.append(msgspec.structs.replace(hook, timeout=timeout))
+    return tuple(checked)
 
 
 def _checked_traffic(exp: Experiment, bandit: Bandit | None) -> MappingProxyType | None:

@@ -7,7 +7,7 @@ definitions (msgspec's schema generation).
 
 >>> schemas = json_schemas()
 >>> sorted(schemas)
-['control', 'deadletter', 'experiment', 'label', 'prediction', 'request']
+['control', 'control-request', 'deadletter', 'experiment', 'label', 'prediction', 'request']
 >>> p = schemas["prediction"]
 >>> p["$schema"], p["$id"]
 ('https://json-schema.org/draft/2020-12/schema', 'urn:rollguard:schema:prediction')
@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from rollguard.schemas.events import ControlEvent, DeadLetter, Label, Prediction, Request
+from rollguard.schemas.events import ControlEvent, ControlRequest, DeadLetter, Label, Prediction, Request
 from rollguard.schemas.experiment import ExperimentFile
 
 __all__ = ["DRAFT", "DEFAULT_BASE_URI", "SCHEMA_TYPES", "json_schemas", "schema_text",
@@ -42,6 +42,7 @@ SCHEMA_TYPES: dict[str, tuple[Any, str]] = {
     "prediction": (Prediction, "rollguard prediction"),
     "label": (Label, "rollguard label"),
     "control": (ControlEvent, "rollguard control event"),
+    "control-request": (ControlRequest, "rollguard control request"),
     "deadletter": (DeadLetter, "rollguard dead letter"),
     "experiment": (ExperimentFile, "rollguard experiment file"),
 }

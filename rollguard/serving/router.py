@@ -36,16 +36,15 @@ from typing import Any, NamedTuple
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from rollguard.kafka.clients import client_config
-from rollguard.schemas.events import ControlEvent, decode_control
+from rollguard.schemas.events import ENDING_ACTIONS, ControlEvent, decode_control, ends_experiment
 from rollguard.serving.assignment import Layout, TrafficError
 from rollguard.streams.topics import TopicNames
 
 log = logging.getLogger("rollguard.serving.router")
 
 #: actions after which the champion serves everything and nothing follows (a ``promote``
-#: routes by its own traffic and shadow: the new champion serves, and while it bakes the
-#: former one keeps a holdback share or scores in shadow)
-FINAL_ACTIONS = frozenset({"rollback", "hold", "complete"})
+#: routes by its own traffic and shadow: see :func:`~rollguard.schemas.events.ends_experiment`)
+FINAL_ACTIONS = ENDING_ACTIONS
 
 
 # -- what the router holds -----------------------------------------------------------------
@@ -90,9 +89,7 @@ class ExperimentState:
     def final(self) -> bool:
         """True after ``rollback``, ``hold`` or ``complete`` (and ``promote`` without a bake
         window: its traffic is then the new champion's alone)."""
-        return self.action in FINAL_ACTIONS or (
-            self.action == "promote" and not self.shadow
-            and dict(self.traffic) == {self.champion: 1.0})
+        return ends_experiment(self.action, self.champion, self.traffic, self.shadow)
 
     @classmethod
     def from_event(cls, event: Any, applied_at: float | None = None) -> ExperimentState:

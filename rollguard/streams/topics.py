@@ -62,6 +62,17 @@ class TopicNames:
     def stats(self) -> str:
         return f"{self.prefix}stats"
 
+    @property
+    def control_requests(self) -> str:
+        """People's requests to steer an experiment (``rollguard pause`` …), keyed by
+        experiment; as many partitions as the inputs, read by the experiment's evaluator."""
+        return f"{self.prefix}control-requests"
+
+    @property
+    def history(self) -> str:
+        """The evaluator's history points (docs/history.md), keyed by experiment."""
+        return f"{self.prefix}history"
+
     def inputs(self) -> tuple[str, str, str]:
         return (self.requests, self.predictions, self.labels)
 
@@ -69,6 +80,7 @@ class TopicNames:
         """``requests``/``predictions``/``labels``/… for a full topic name, else None."""
         if topic.startswith(self.prefix):
             kind = topic[len(self.prefix):]
-            if kind in (*INPUT_KINDS, "control", "deadletter", "stats"):
+            if kind in (*INPUT_KINDS, "control", "deadletter", "stats", "history",
+                        "control-requests"):
                 return kind
         return None
