@@ -28,6 +28,8 @@ from rollguard.agents.skew import FrontierBoard
 from rollguard.agents.transport import RollguardApp
 from rollguard.kafka.admin import (check_copartitioned, contract_topics, ensure_topics,
                                    set_topic_configs)
+from rollguard.logs import WORKER_LOG, faust_logging_config, quiet_spinner
+from rollguard.notify import Notifier
 
 log = logging.getLogger("rollguard.worker")
 
@@ -115,6 +117,8 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
     names, internal = config.names, config.internal
     runtime = Runtime(config, end_offsets=EndOffsets(config.bootstrap),
                       board=FrontierBoard(config.bootstrap, internal.frontiers))
+    # posts decisions to the experiments' webhooks, following the control topic (notify.py)
+    notifier = Notifier.for_worker(config)
 
     def flow(pause: set[int], resume: set[int]) -> None:
         # Faust drops the fetched records of a partition paused while they are in flight: a
@@ -137,8 +141,10 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
     app.commit_ceiling = runtime.commit_ceiling
     inputs = app.topic(*names.inputs(), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
-    outcomes = app.topic(internal.outcomes, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
+    # people's control requests are keyed by experiment like the outcomes, with as many
+    # partitions: Faust assigns both partition p to the same worker, whose evaluator applies them
+    outcomes = app.topic(internal.outcomes, names.control_requests, key_type=bytes,
+                         value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     # Every callback ends the worker with one sentence on an error it cannot recover from:
     # raised into Faust, an error crashes one service and can leave the process up doing
@@ -185,16 +191,25 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
         except Exception as exc:
             stop_on_error("The final checkpoint", exc)
         runtime.close()
+        if notifier is not None and notifier.is_alive():
+            notifier.stop()  # posts what was just published, for a few seconds at most
+        WORKER_LOG.stopped(config.app_id)
 
     @app.task
     async def announce() -> None:
         runtime.liveness.write()
-        log.info("rollguard worker %s on %s: experiments %s; reading %s; control to %s; "
-                 "liveness in %s%s", config.app_id, config.bootstrap,
+        log.info("rollguard worker %s on %s: experiments %s; reading %s (%d partitions); "
+                 "control to %s; liveness in %s%s", config.app_id, config.bootstrap,
                  ", ".join(e.name for e in config.experiments),
-                 ", ".join(names.inputs()), names.control, runtime.liveness.path,
+                 ", ".join(names.inputs()), config.partitions, names.control,
+                 runtime.liveness.path,
                  f"; metrics on {config.metrics_host}:{config.metrics_port}/metrics"
-                 if config.metrics_port is not None else "")
+                 if config.metrics_port is not None else "",
+                 extra={"app_id": config.app_id, "broker": config.bootstrap,
+                        "experiments": [e.name for e in config.experiments],
+                        "partitions": config.partitions})
+        if notifier is not None:
+            notifier.start()
 
     return app, runtime
 
@@ -202,7 +217,7 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
 def serve_metrics(runtime: Runtime, port: int, host: str = "0.0.0.0") -> WorkerMetrics:
     """Serve the worker's Prometheus metrics on ``host:port`` (raises OSError when the port
     is taken)."""
-    metrics = WorkerMetrics(runtime.liveness)
+    metrics = WorkerMetrics(runtime.liveness, runtime)
     runtime.on_checkpoint = metrics.observe_checkpoint
     metrics.serve(port, host)
     return metrics
@@ -210,6 +225,8 @@ def serve_metrics(runtime: Runtime, port: int, host: str = "0.0.0.0") -> WorkerM
 
 def run_worker(app: faust.App, runtime: Runtime, loglevel: str = "WARNING") -> None:
     """Run the app's worker until SIGTERM/SIGINT, then stop cleanly (final checkpoint)."""
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+                          logging_config=faust_logging_config(loglevel))
+    quiet_spinner(worker)  # no cursor escape codes in a log file
     runtime.watchdog.start()  # from the start: joining the group and restoring count too
     worker.execute_from_commandline()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ from rollguard.agents.liveness import Liveness, Progress, Watchdog, liveness_pat
 from rollguard.agents.skew import FrontierBoard, encode_frontier, paused, slowest
 from rollguard.decisions.evaluator import ExperimentEvaluator
 from rollguard.kafka.admin import COMPACTED, TopicSpec
-from rollguard.schemas.events import encode
+from rollguard.logs import WORKER_LOG
+from rollguard.decisions.manual import Refused
+from rollguard.schemas.events import DeadLetter, Invalid, decode_control_request, encode
 from rollguard.streams.idle import RecentInput
 from rollguard.streams.join import INPUT_KINDS, uses_disk
 from rollguard.streams.partition import JoinPartition
@@ -148,6 +151,7 @@ class JoinTask:
         self.unchecked = 0  # input messages since the last look at the skew
         self.progress = Progress()
         self._published_frontier: float | None = None
+        self.staged_dead: dict[str, int] = {}  # dead letters by reason, logged once committed
         self.restore()
         self.recent = RecentInput(config.idle_after, self.core.next_offset)
 
@@ -188,6 +192,8 @@ class JoinTask:
         quiet = core.events_since_settle == 0
         internal, names, p = self.internal, self.config.names, self.partition
         outputs: list[Output] = []
+        self.staged_dead = {what: n for (_, what), n in core.counters.items()
+                            if what.startswith("deadletter:")}
         holding = backlogged | self.recent.update(core.next_offset, time.monotonic())
         for name, batch in core.settle(backlogged=holding, quiet=quiet):
             self.frontier = batch.frontier  # the same in every experiment's batch
@@ -217,6 +223,8 @@ class JoinTask:
     def complete(self) -> None:
         """Commit the staged transaction; then the disk store knows what is durable."""
         self.checkpointer.finish()
+        WORKER_LOG.dead_letters.add(self.staged_dead)
+        self.staged_dead = {}
         disk, changelog = self.core.joiner.disk, self.internal.join_disk
         if disk is not None and changelog in self.checkpointer.last_offsets:
             disk.committed(self.checkpointer.last_offsets[changelog])
@@ -238,7 +246,10 @@ class EvalTask:
         self.experiments = {e.name: e for e in config.experiments}
         self.evaluators: dict[str, ExperimentEvaluator] = {}
         self.next_offset = 0
+        self.next_request_offset = 0  # of the control-requests topic's partition
         self.outputs: list[Output] = []
+        self.decisions: list[Any] = []  # control events of self.outputs, for the log
+        self.staged_decisions: list[Any] = []
         self.urgent = False
         self.clock = clock
         self.last_snapshot = -math.inf
@@ -250,7 +261,9 @@ class EvalTask:
         for _, key, value in read_changelog(self.config.bootstrap, self.internal.eval_state,
                                             self.partition):
             if key == b"m":
-                self.next_offset = _UNPACK.decode(value)["offset"]
+                meta = _UNPACK.decode(value)
+                self.next_offset = meta["offset"]
+                self.next_request_offset = meta.get("requests", 0)
             elif key.startswith(b"e/") and value is not None:
                 name = key[2:].decode()
                 if name in self.experiments:
@@ -264,24 +277,61 @@ class EvalTask:
                                                              self.config.partitions)
         return ev
 
-    def on_message(self, offset: int, key: bytes, value: bytes) -> None:
+    def on_message(self, offset: int, key: bytes, value: bytes) -> list:
+        """Take one batch; return the control events it led to (staged for the checkpoint)."""
         if offset < self.next_offset:
-            return
+            return []
         self.next_offset = offset + 1
         ev = self.evaluator(key.decode())
         if ev is None:
-            return  # an experiment another worker version evaluates
+            return []  # an experiment another worker version evaluates
         try:
             events = ev.add_batch(decode_batch(value))
         except Exception:  # noqa: BLE001 - a bug must not stop every experiment's evaluation
             log.exception("the batch at offset %d of %s[%d] could not be evaluated and is "
                           "skipped; this is a rollguard bug, please report it", offset,
                           self.internal.outcomes, self.partition)
-            return
+            return []
         control = self.config.names.control
         for event in events:
             self.outputs.append(Output(control, event.experiment.encode(), encode(event)))
+            self.decisions.append(event)
             self.urgent = True
+        return events
+
+    def on_request(self, offset: int, key: bytes | None, value: bytes | None) -> list:
+        """Apply a person's control request (``rollguard pause`` …); return the control event
+        it led to. One that cannot apply goes to the dead-letter topic with the reason."""
+        if offset < self.next_request_offset:
+            return []
+        self.next_request_offset = offset + 1
+        names = self.config.names
+        request = decode_control_request(value if value is not None else b"")
+        if type(request) is Invalid:
+            return self._refuse(offset, key, value, request.reason)
+        ev = self.evaluator(request.experiment)
+        if ev is None:  # another worker app (version) evaluates it
+            log.info("control request %s for experiment '%s' left to the worker that "
+                     "evaluates it", request.request_id, request.experiment)
+            return []
+        try:
+            event = ev.apply_request(request)
+        except Refused as refused:
+            return self._refuse(offset, key, value, f"control request refused: {refused}")
+        self.outputs.append(Output(names.control, event.experiment.encode(), encode(event)))
+        self.decisions.append(event)
+        self.urgent = True
+        return [event]
+
+    def _refuse(self, offset: int, key: bytes | None, value: bytes | None, reason: str) -> list:
+        log.warning("%s", reason)
+        dead = DeadLetter(key=key, value=value if value is not None else b"", error=reason,
+                          topic=self.config.names.control_requests, partition=self.partition,
+                          offset=offset)
+        self.outputs.append(Output(self.config.names.deadletter, dead.key, dead.value,
+                                   dead.headers()))
+        self.urgent = True  # the person waits for the answer
+        return []
 
     def checkpoint(self, *, force_snapshot: bool = False) -> None:
         """Save and commit this partition's checkpoint (:meth:`stage` then :meth:`complete`)."""
@@ -292,6 +342,7 @@ class EvalTask:
         """Hand the control events, evaluator states and due snapshots to the transaction."""
         internal, p = self.internal, self.partition
         outputs, self.outputs = self.outputs, []
+        self.staged_decisions, self.decisions = self.staged_decisions + self.decisions, []
         now = self.clock()
         snapshot_due = force_snapshot or now - self.last_snapshot >= self.config.snapshot_interval
         for name, ev in self.evaluators.items():
@@ -300,6 +351,9 @@ class EvalTask:
                                       _PACK.encode(ev.to_dict()), None, p))
                 ev.changed = False
                 self.unpublished.add(name)
+            for point in ev.take_history():  # made with this state: in its transaction
+                outputs.append(Output(self.config.names.history, name.encode(),
+                                      _JSON.encode(point)))
             if snapshot_due and name in self.unpublished:
                 snapshot = ev.snapshot()
                 snapshot["published_at"] = time.time()
@@ -308,14 +362,16 @@ class EvalTask:
                 self.unpublished.discard(name)
         if snapshot_due:
             self.last_snapshot = now
-        outputs.append(Output(internal.eval_state, b"m",
-                              _PACK.encode({"offset": self.next_offset}), None, p))
+        outputs.append(Output(internal.eval_state, b"m", _PACK.encode(
+            {"offset": self.next_offset, "requests": self.next_request_offset}), None, p))
         self.checkpointer.begin(outputs)
         self.urgent = False
 
     def complete(self) -> None:
-        """Commit the staged transaction."""
+        """Commit the staged transaction; then its decisions are published: log them."""
         self.checkpointer.finish()
+        published, self.staged_decisions = self.staged_decisions, []
+        WORKER_LOG.published(published)
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -426,10 +482,18 @@ class Runtime:
                         names.labels: "labels"}
         self.topic_of = {kind: topic for topic, kind in self.kind_of.items()}
         self.outcomes = config.internal.outcomes
+        self.requests_topic = names.control_requests
         self.end_offsets = end_offsets
         self.join_tasks: dict[int, JoinTask] = {}
         self.eval_tasks: dict[int, EvalTask] = {}
         self.last_checkpoint_s = 0.0
+        # process counters for the metrics (agents/metrics.py): messages read per input topic,
+        # dead letters per "deadletter:<kind>:<problem>", control events per (experiment, action)
+        self.consumed = dict.fromkeys(self.kind_of, 0)
+        self.dead_letters: Counter[str] = Counter()
+        self.decisions: Counter[tuple[str, str]] = Counter()
+        #: the input's end offsets as the broker gave them at the last checkpoint
+        self.input_ends: dict[tuple[str, int], int] = {}
         # blocking work that mostly waits on the broker or RocksDB: restores and commits
         self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rollguard-io")
 
@@ -449,6 +513,7 @@ class Runtime:
     def on_input(self, message: Any) -> None:
         task = self.join_tasks.get(message.partition) or self.join_task(message.partition)
         task.on_message(self.kind_of[message.topic], message.offset, message.key, message.value)
+        self.consumed[message.topic] += 1
         task.unchecked += 1
         if task.unchecked >= SKEW_CHECK_EVERY:  # between checkpoints too: a catch-up is fast
             task.unchecked = 0
@@ -457,8 +522,11 @@ class Runtime:
                 self.paused.add(task.partition)
 
     def on_outcome(self, message: Any) -> None:
+        """A batch of the outcomes topic, or a person's control request (same partitions)."""
         task = self.eval_tasks.get(message.partition) or self.eval_task(message.partition)
-        task.on_message(message.offset, message.key, message.value)
+        take = task.on_request if message.topic == self.requests_topic else task.on_message
+        for event in take(message.offset, message.key, message.value):
+            self.decisions[event.experiment, event.action] += 1
         if task.urgent:  # a decision: publish it now, not at the next interval
             task.checkpoint()
 
@@ -472,6 +540,9 @@ class Runtime:
         if topic == self.outcomes:
             task = self.eval_tasks.get(partition)
             return None if task is None else task.next_offset
+        if topic == self.requests_topic:
+            task = self.eval_tasks.get(partition)
+            return None if task is None else task.next_request_offset
         return None
 
     def resume_at(self, partition: int) -> dict[str, int]:
@@ -517,6 +588,7 @@ class Runtime:
         began = time.perf_counter()
         tasks = list(self.join_tasks.items())
         ends = self.end_offsets([(self.topic_of[k], p) for p, _ in tasks for k in INPUT_KINDS])
+        self.input_ends = ends
         staged: list[JoinTask | EvalTask] = []
         stuck = []
         for p, task in tasks:
@@ -526,6 +598,8 @@ class Runtime:
             if task.progress.stalled_for(sum(task.core.next_offset.values()), waiting) \
                     > self.config.stall_timeout / 2:
                 stuck.append(p)
+            for (_, what), n in task.core.counters.items():  # dead letters since the last settle
+                self.dead_letters[what] += n
             task.stage(backlogged)
             staged.append(task)
         for eval_task in list(self.eval_tasks.values()):
@@ -541,6 +615,7 @@ class Runtime:
                        f"than {self.config.stall_timeout / 2:.0f} s")
         self.liveness.checkpointed(self.last_checkpoint_s, problem)
         self.on_checkpoint(self.last_checkpoint_s)
+        WORKER_LOG.dead_letters.flush()  # at most one line per 30 s
         if self.board is not None:
             self.limit_skew()
 
