@@ -250,7 +250,7 @@ def check(bootstrap: Optional[str] = typer.Option(
 
     from rich.table import Table
 
-    from rollguard.kafka.admin import delete_topics
+    from rollguard.kafka.admin import contract_topics, delete_topics
     from rollguard.kafka.clients import BrokerUnreachable, require_broker
     from rollguard.kafka.local import BrokerError, LocalBroker
     from rollguard.kafka.roundtrip import round_trip
@@ -276,8 +276,7 @@ def check(bootstrap: Optional[str] = typer.Option(
     except Exception as exc:  # noqa: BLE001 - any failure: say it in one sentence
         fail(f"The round trip through {bootstrap} failed: {str(exc).rstrip('.')}.")
     finally:
-        delete_topics(bootstrap, [names.requests, names.predictions, names.labels,
-                                  names.control, names.stats, names.deadletter])
+        delete_topics(bootstrap, [spec.name for spec in contract_topics(names)])
     table = Table(title=f"Round trip through {bootstrap} (topics {names.prefix}*)")
     table.add_column("kind")
     table.add_column("sent → received (JSON)", overflow="fold")
@@ -351,16 +350,11 @@ def load_experiment_files(paths: list[Path]) -> list:
     return experiments
 
 
-def setup_logging(level: str) -> None:
-    import logging
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """rollguard's log on stderr, as text lines or JSON objects (rollguard/logs.py)."""
+    from rollguard.logs import setup_logging as configure
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("rollguard")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
-    logger.propagate = False
-    logging.getLogger("rollguard.agents").setLevel(max(logging.WARNING, logger.level))
+    configure(level, fmt)
 
 
 @app.command("worker")
@@ -392,6 +386,8 @@ def worker(
                                                "port (/metrics)."),
     metrics_host: str = typer.Option("0.0.0.0", help="Address the metrics are served on."),
     log_level: str = typer.Option("INFO", help="rollguard's log level."),
+    log_format: str = typer.Option("text", "--log-format", help="text: lines for people; "
+                                   "json: one JSON object per line, for log shippers."),
 ) -> None:
     """Run the Faust worker: join, statistics, sequential tests, control events."""
     from rollguard.agents.app import build_app, prepare_topics, run_worker, serve_metrics
@@ -400,8 +396,10 @@ def worker(
     from rollguard.kafka.clients import BrokerUnreachable, require_broker
     from rollguard.streams.topics import TopicNames
 
+    if log_format not in ("text", "json"):
+        fail(f"--log-format must be text or json, got {log_format!r}.")
     experiments = load_experiment_files(experiment_files)
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     config = WorkerConfig(bootstrap=bootstrap_or_default(bootstrap), experiments=experiments,
                           names=TopicNames(prefix), app_id=app_id, data_dir=data_dir,
                           checkpoint_interval=checkpoint_interval,
@@ -425,6 +423,57 @@ def worker(
                  "choose another --metrics-port.")
     sys.argv = [sys.argv[0], "worker"]  # Faust's worker reads its own command line
     run_worker(app_, runtime)
+
+
+@app.command("deadletters")
+def deadletters(
+    bootstrap: Optional[str] = BootstrapOption,
+    prefix: Optional[str] = PrefixOption,
+    last: int = typer.Option(50, "--last", "-n", min=0, help="How many of the latest dead "
+                             "letters to show."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Then print new dead letters "
+                                "as they come, until Ctrl-C."),
+) -> None:
+    """The inputs the worker could not use, with their reasons: the latest as a table, and
+    with --follow the new ones as they come."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from rollguard.deadletters import DeadLetterError, follow_dead_letters, read_dead_letters
+    from rollguard.kafka.clients import BrokerUnreachable, require_broker
+    from rollguard.streams.topics import TopicNames
+
+    names = TopicNames(prefix)
+    broker, topic = bootstrap_or_default(bootstrap), names.deadletter
+    try:
+        require_broker(broker)
+        rows, older, ends = read_dead_letters(broker, topic, last, prefix=names.prefix)
+    except (BrokerUnreachable, DeadLetterError) as exc:
+        fail(str(exc))
+    if rows:
+        table = Table(title=f"Dead letters in {topic}: the latest {len(rows)}" if older
+                      else f"Dead letters in {topic}: {len(rows)}")
+        table.add_column("time", no_wrap=True)
+        table.add_column("input", overflow="fold")
+        table.add_column("key", overflow="fold")
+        table.add_column("reason", overflow="fold", ratio=1)
+        for row in rows:  # Text: a reason's brackets are not markup
+            table.add_row(*(Text(cell) for cell in (row.when, row.origin, row.key_text,
+                                                     row.error)))
+        out.print(table)
+    else:
+        out.print(f"No dead letters in {topic}.")
+    if not follow:
+        return
+    err.print("Following new dead letters (Ctrl-C to stop)…", style="dim")
+    try:
+        for row in follow_dead_letters(broker, topic, ends, prefix=names.prefix):
+            out.print(f"{row.when}  {row.origin}  key {row.key_text}  {row.error}",
+                      markup=False)
+    except DeadLetterError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command("health")
@@ -452,6 +501,12 @@ def replay(
     until: Optional[float] = typer.Option(None, help="--from-kafka: last event time (epoch s)."),
     bootstrap: Optional[str] = BootstrapOption,
     prefix: Optional[str] = PrefixOption,
+    history: Optional[Path] = typer.Option(
+        None, "--history", help="Also write the history points the worker would publish "
+        "(docs/history.md) to this .jsonl file."),
+    requests: Optional[Path] = typer.Option(
+        None, "--requests", help="People's control requests to apply where the worker did: "
+        "a .jsonl of the control events it published for them (or requests with at_record)."),
 ) -> None:
     """Write the control events rollguard would emit for these events to stdout, one JSON
     object per line (bad lines are reported on stderr and skipped)."""
@@ -462,12 +517,22 @@ def replay(
         fail("Give either --events FILE.jsonl or --from-kafka.")
     experiments = load_experiment_files(experiment_files)
     engine = Replay(experiments, on_bad=lambda number, reason: err.print(
-        f"line {number}: {reason}", markup=False))
+        f"line {number}: {reason}", markup=False), history=history is not None)
 
     def emit(event) -> None:
         sys.stdout.write(encode(event).decode() + "\n")
         sys.stdout.flush()
 
+    if history is not None:
+        try:
+            history.open("wb").close()
+        except OSError as exc:
+            fail(f"The history file {history} cannot be written ({exc.strerror}): give a path "
+                 "in a directory you can write to.")
+    if requests is not None:
+        if not requests.exists():
+            fail(f"Requests file {requests} does not exist: give the path of a .jsonl file.")
+        engine.schedule_requests(read_lines(requests))
     if events is not None:
         if not events.exists():
             fail(f"Replay file {events} does not exist: give the path of a .jsonl file.")
@@ -487,6 +552,14 @@ def replay(
         except KafkaException as exc:
             fail(f"Reading the input topics from {broker} failed ({exc.args[0].str()}): check "
                  "the broker (`rollguard kafka status`) and try again.")
+    if history is not None:
+        import msgspec
+
+        with history.open("wb") as handle:
+            for point in engine.take_history():
+                handle.write(msgspec.json.encode(point) + b"\n")
+    for refused in engine.refused_requests():
+        err.print(f"control request refused: {refused}", markup=False)
 
 
 @app.command("demo")
@@ -515,11 +588,21 @@ def demo(
                                                "decision (default: 90 with --fast, else 600)."),
     plain: bool = typer.Option(False, "--plain", help="Print progress lines instead of a live "
                                "screen (the default when the output is not a terminal)."),
+    service_only: bool = typer.Option(
+        False, "--service-only", help="Run only the model service, against the Kafka of "
+        "--bootstrap-servers, whose workers run elsewhere (as in docker-compose.yml), until "
+        "stopped; the prefix defaults to ROLLGUARD_TOPIC_PREFIX, else 'rollguard.'."),
 ) -> None:
     """Run a model service, the worker and Kafka on this machine: three experiments on loan
     applications decide live (a promotion, a rollback, a canary), then everything stops."""
     from rollguard.demo import run_demo
 
+    if service_only:
+        from rollguard.demo.serve import run_service
+
+        raise typer.Exit(run_service(fast=fast, seed=seed, bootstrap_servers=bootstrap,
+                                     topic_prefix=prefix, work_dir=work_dir, rate=rate,
+                                     console=out))
     result = run_demo(fast=fast, seed=seed, bootstrap_servers=bootstrap, topic_prefix=prefix,
                       port=port, keep_broker=keep_broker, work_dir=work_dir, rate=rate,
                       time_limit=time_limit, plain=True if plain else None, console=out)
@@ -543,6 +626,115 @@ def status(
                     topic_prefix=prefix, console=out)
     except StatusError as exc:
         fail(str(exc))
+
+
+# -- steering by hand -------------------------------------------------------------------
+ReasonOption = typer.Option(..., "--reason", "-r", help="Why: recorded in the control event.")
+ByOption = typer.Option(None, "--by", help="Who asks (default: user@host).")
+WaitOption = typer.Option(30.0, "--wait", help="Seconds to wait for the worker's answer "
+                          "(0: send and return).")
+
+
+def steer(experiment: str, action: str, reason: str, by: Optional[str],
+          bootstrap: Optional[str], prefix: Optional[str], wait: float,
+          candidate: Optional[str] = None) -> None:
+    """Send a control request and print the worker's answer (exit 1 when refused)."""
+    from rollguard.steer import SteerError, new_request, send_request
+    from rollguard.streams.topics import TopicNames
+
+    try:
+        request = new_request(experiment, action, reason=reason, by=by, candidate=candidate)
+        answer = send_request(bootstrap_or_default(bootstrap), TopicNames(prefix), request,
+                              wait=wait)
+    except (SteerError, ValueError) as exc:
+        fail(str(exc))
+    if answer is None:
+        out.print(f"Sent: {action} {experiment} (request {request.request_id}).")
+    elif answer.event is None:
+        fail(answer.refused)
+    else:
+        out.print(answer.sentence)
+
+
+@app.command("promote")
+def promote(experiment: str = typer.Argument(..., help="The experiment."),
+            reason: str = ReasonOption, by: Optional[str] = ByOption,
+            candidate: Optional[str] = typer.Option(
+                None, "--candidate", help="The model:version to promote (when there are several)."),
+            wait: float = WaitOption, bootstrap: Optional[str] = BootstrapOption,
+            prefix: Optional[str] = PrefixOption) -> None:
+    """Promote a candidate by hand: it becomes the champion (with its bake window, if the
+    experiment has one; during the window, promote completes it)."""
+    steer(experiment, "promote", reason, by, bootstrap, prefix, wait, candidate)
+
+
+@app.command("rollback")
+def rollback(experiment: str = typer.Argument(..., help="The experiment."),
+             reason: str = ReasonOption, by: Optional[str] = ByOption,
+             wait: float = WaitOption, bootstrap: Optional[str] = BootstrapOption,
+             prefix: Optional[str] = PrefixOption) -> None:
+    """Roll an experiment back by hand: the champion serves everything, and it is over."""
+    steer(experiment, "rollback", reason, by, bootstrap, prefix, wait)
+
+
+@app.command("pause")
+def pause(experiment: str = typer.Argument(..., help="The experiment."),
+          reason: str = ReasonOption, by: Optional[str] = ByOption,
+          wait: float = WaitOption, bootstrap: Optional[str] = BootstrapOption,
+          prefix: Optional[str] = PrefixOption) -> None:
+    """Pause an experiment: no traffic change and no automatic decision until resume (its
+    statistics keep counting; a manual promote or rollback still applies)."""
+    steer(experiment, "pause", reason, by, bootstrap, prefix, wait)
+
+
+@app.command("resume")
+def resume(experiment: str = typer.Argument(..., help="The experiment."),
+           reason: str = ReasonOption, by: Optional[str] = ByOption,
+           wait: float = WaitOption, bootstrap: Optional[str] = BootstrapOption,
+           prefix: Optional[str] = PrefixOption) -> None:
+    """Resume a paused experiment: rollguard decides again from its next record."""
+    steer(experiment, "resume", reason, by, bootstrap, prefix, wait)
+
+
+@app.command("dashboard")
+def dashboard(
+    port: int = typer.Option(8080, help="Port to serve the dashboard on."),
+    host: str = typer.Option("127.0.0.1", help="Address to serve it on (0.0.0.0: every "
+                             "interface; it has no login, so keep it on a trusted network)."),
+    allow_control: bool = typer.Option(
+        False, "--allow-control", help="Show promote / rollback / pause / resume buttons; each "
+        "press must carry the token (--control-token)."),
+    control_token: Optional[str] = typer.Option(
+        None, "--control-token", envvar="ROLLGUARD_DASHBOARD_TOKEN",
+        help="The token a button press must carry (default: ROLLGUARD_DASHBOARD_TOKEN)."),
+    bootstrap: Optional[str] = BootstrapOption,
+    prefix: Optional[str] = PrefixOption,
+) -> None:
+    """A live web dashboard of every experiment, read from the worker's control, stats,
+    history and dead-letter topics (docs/dashboard.md); runs until Ctrl-C."""
+    from rollguard.dashboard import DashboardError, serve
+    from rollguard.streams.topics import TopicNames
+
+    broker = bootstrap_or_default(bootstrap)
+    if allow_control and not (control_token or "").strip():
+        fail("--allow-control needs a token that every button press must carry: set "
+             "ROLLGUARD_DASHBOARD_TOKEN (or --control-token) to a secret of your choice.")
+
+    def ready(url: str) -> None:
+        out.print(f"rollguard dashboard on {url} (Kafka {broker}, topic prefix "
+                  f"'{TopicNames(prefix).prefix}'); Ctrl-C to stop.", markup=False)
+
+    try:
+        serve(broker, prefix, host=host, port=port, on_ready=ready,
+              allow_control=allow_control, control_token=control_token)
+    except DashboardError as exc:
+        fail(str(exc))
+
+
+# -- preflight: the CI gate before shadow (rollguard/preflight/, docs/preflight.md) ----------
+from rollguard.preflight.cli import preflight_app  # noqa: E402
+
+app.add_typer(preflight_app, name="preflight")
 
 
 def main() -> None:  # console-script entry point

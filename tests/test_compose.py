@@ -1,8 +1,10 @@
-"""docker-compose.yml: no Docker engine runs here, so check what can be checked without one:
-the file parses, and its services, ports and topic names agree with the code's defaults."""
+"""docker-compose.yml, checked without a Docker engine: it parses, its variables have the
+public defaults, and its services, ports, commands and topic names agree with the code.
+`bash .ci/compose` runs it for real on a Docker engine (docs/compose.md)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -14,23 +16,60 @@ from rollguard.streams.topics import DEFAULT_PREFIX
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def compose() -> dict:
+def _defaults(value):
+    """The file as `docker compose` reads it with no variable set: ``${X:-default}`` →
+    ``default``, ``$$`` → ``$``."""
+    if isinstance(value, dict):
+        return {k: _defaults(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_defaults(v) for v in value]
+    if isinstance(value, str):
+        value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+        assert not re.search(r"\$\{?[A-Z_]", value.replace("$$", "")), \
+            f"a variable without a default: {value}"
+        return value.replace("$$", "$")
+    return value
+
+
+def raw() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_broker_is_the_official_kraft_image_of_the_pinned_version():
+def compose() -> dict:
+    return _defaults(raw())
+
+
+def test_images_are_variables_with_the_public_defaults():
+    services = raw()["services"]
+    assert services["kafka"]["image"] == \
+        f"${{ROLLGUARD_KAFKA_IMAGE:-apache/kafka:{KAFKA_VERSION}}}"
+    for name in ("topics", "worker", "service", "dashboard"):
+        assert services[name]["image"] == "${ROLLGUARD_IMAGE:-rollguard:local}"
+        assert services[name]["build"]["args"]["PYTHON_IMAGE"] == \
+            "${ROLLGUARD_PYTHON_IMAGE:-python:3.11-slim}"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile
+    assert "FROM ${PYTHON_IMAGE}" in dockerfile
+
+
+def test_broker_is_a_kraft_node_with_a_healthcheck_that_asks_it():
     kafka = compose()["services"]["kafka"]
-    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
     env = kafka["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", "KRaft, no ZooKeeper"
     assert "ZOOKEEPER" not in " ".join(env)
-    assert kafka["healthcheck"]["test"]
+    assert "kafka-data:/var/lib/kafka/data" in kafka["volumes"]
+    assert env["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    probe = " ".join(kafka["healthcheck"]["test"])
+    assert "/dev/tcp/127.0.0.1/19092" in probe and "000000070000" in probe  # ApiVersions
 
 
 def test_host_port_matches_the_default_bootstrap_of_the_cli_and_local_broker():
-    ports = compose()["services"]["kafka"]["ports"]
-    host_port = int(ports[0].split(":")[0])
-    assert host_port == LocalBroker().port == int(bootstrap_or_default(None).rsplit(":", 1)[1])
+    services = compose()["services"]
+    address, host_port, container_port = services["kafka"]["ports"][0].split(":")
+    assert address == "127.0.0.1" and container_port == "9092"
+    assert int(host_port) == LocalBroker().port == int(bootstrap_or_default(None).rsplit(":", 1)[1])
+    advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"EXTERNAL://127.0.0.1:{host_port}" in advertised
 
 
 def test_topics_service_creates_the_contract_topics_with_the_default_prefix():
@@ -49,17 +88,36 @@ def test_dockerfile_installs_the_package_and_its_console_script():
     assert "pip install" in dockerfile and "COPY rollguard" in dockerfile
 
 
-def test_worker_service_runs_the_example_experiments_after_the_topics():
+def test_two_workers_run_the_demo_experiments_with_a_checkpoint_healthcheck():
     from rollguard.schemas import load_experiments
 
-    worker = compose()["services"]["worker"]
+    services = compose()["services"]
+    worker = services["worker"]
     assert worker["command"][:2] == ["rollguard", "worker"]
+    assert worker["scale"] == 2
     experiments_in_image = worker["command"][2]
-    assert experiments_in_image.startswith("/app/")
-    local = ROOT / experiments_in_image.removeprefix("/app/")
-    assert load_experiments(local), "the file the worker reads parses"
+    assert experiments_in_image == "/app/rollguard/demo/experiments.yaml"
+    assert load_experiments(ROOT / experiments_in_image.removeprefix("/app/"))
     assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
-    assert worker["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == \
-        compose()["services"]["topics"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
-    assert worker["healthcheck"]["test"]
-    assert "COPY examples" in (ROOT / "Dockerfile").read_text()
+    assert worker["environment"] == services["topics"]["environment"]
+    data_dir = worker["command"][worker["command"].index("--data-dir") + 1]
+    assert worker["volumes"] == [data_dir], "an anonymous volume: one per worker"
+    health = worker["healthcheck"]["test"]
+    assert health[1:3] == ["rollguard", "health"]
+    assert health[health.index("--data-dir") + 1] == data_dir
+    assert worker["restart"] == "unless-stopped"
+
+
+def test_the_demo_service_and_the_dashboard_run_beside_them():
+    services = compose()["services"]
+    service = services["service"]
+    assert service["command"][:3] == ["rollguard", "demo", "--service-only"]
+    assert service["depends_on"]["worker"]["condition"] == "service_healthy"
+    assert service["environment"] == services["worker"]["environment"]
+    dashboard = services["dashboard"]
+    command = dashboard["command"]
+    assert command[:2] == ["rollguard", "dashboard"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    port = command[command.index("--port") + 1]
+    assert dashboard["ports"] == [f"127.0.0.1:8080:{port}"]
+    assert f"127.0.0.1:{port}/healthz" in " ".join(dashboard["healthcheck"]["test"])

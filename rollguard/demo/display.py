@@ -67,6 +67,7 @@ class Progress:
         self._live: Any = None
         self._last_plain = 0.0
         self._printed: set[tuple[str, int]] = set()
+        self.every = PLAIN_EVERY  # seconds between two plain progress lines
 
     def __enter__(self) -> Progress:
         if self.use_live:
@@ -115,7 +116,7 @@ class Progress:
             self._live.update(Group(*blocks), refresh=True)
             return
         now = time.monotonic()
-        if now - self._last_plain < PLAIN_EVERY:
+        if now - self._last_plain < self.every:
             return
         self._last_plain = now
         self.console.print(head, soft_wrap=True)
@@ -130,9 +131,10 @@ class Progress:
         if service is None:
             return Text(f"{_now_offset(started)}  starting ...", style="dim")
         reporter = service.reporter
+        worker = f"  ·  worker {worker_state}" if worker_state else ""  # "": runs elsewhere
         return Text(f"{_now_offset(started)}  {service.requests:,} applications answered, "
                     f"{reporter.delivered:,} events delivered, {service.labels:,} labels "
-                    f"reported ({service.pending_labels:,} due later)  ·  worker {worker_state}")
+                    f"reported ({service.pending_labels:,} due later){worker}")
 
     @staticmethod
     def _plain_line(view: ExperimentView) -> Text:
