@@ -153,7 +153,8 @@ class JoinTask:
         self._published_frontier: float | None = None
         self.staged_dead: dict[str, int] = {}  # dead letters by reason, logged once committed
         self.restore()
-        self.recent = RecentInput(config.idle_after, self.core.next_offset)
+        self.recent = RecentInput(config.idle_after, self.core.next_offset,
+                                  started=time.monotonic())
 
     def restore(self) -> None:
         began = time.monotonic()

@@ -36,13 +36,23 @@ class RecentInput:
     """Which inputs read a message lately: they hold the watermark back for ``idle_after`` s.
 
     ``offsets``: each input's next offset now (what was restored is not "read lately").
-    Looked at once per checkpoint, so "lately" is as fine as the checkpoint interval.
+    ``started``: when the task began (monotonic seconds): until ``idle_after`` after it, every
+    input holds, as it has not been seen quiet that long. A partition just handed over by a
+    rebalance is often read to its end; counted idle at once, it would let the other
+    partitions run ahead in event time until its producers' next messages, which it would
+    then release behind them. Looked at once per checkpoint, so "lately" is as fine as the
+    checkpoint interval.
+
+    >>> fresh = RecentInput(idle_after=5.0, offsets={"labels": 7}, started=100.0)
+    >>> sorted(fresh.update({"labels": 7}, now=102.0)), sorted(fresh.update({"labels": 7}, now=106.0))
+    (['labels'], [])
     """
 
-    def __init__(self, idle_after: float, offsets: Mapping[str, int]) -> None:
+    def __init__(self, idle_after: float, offsets: Mapping[str, int],
+                 started: float = -math.inf) -> None:
         self.idle_after = idle_after
         self._offsets = dict(offsets)
-        self._read_at = {kind: -math.inf for kind in offsets}
+        self._read_at = {kind: started for kind in offsets}
 
     def update(self, offsets: Mapping[str, int], now: float) -> set[str]:
         """The inputs that read a message within ``idle_after`` seconds of ``now``, given
