@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -80,28 +79,18 @@ class Row:
 
 
 def _consumer(bootstrap: str) -> Any:
-    from confluent_kafka import Consumer
+    from rollguard.kafka.compacted import reader
 
-    from rollguard.kafka.clients import client_config
-
-    return Consumer(client_config(bootstrap, **{
-        "group.id": f"rollguard-deadletters-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False, "isolation.level": "read_committed",
-        "enable.partition.eof": True}))
+    return reader(bootstrap, "deadletters")
 
 
 def _partitions(consumer: Any, bootstrap: str, topic: str, timeout: float) -> list[int]:
-    from confluent_kafka import KafkaException
+    from rollguard.kafka.compacted import TopicUnavailable, partitions_of
 
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    except KafkaException as exc:
-        raise DeadLetterError(f"Kafka at {bootstrap} did not answer ({exc.args[0].str()}): "
-                              "check the address and that the broker runs.") from None
-    if meta is None or meta.error is not None:
-        raise DeadLetterError(f"Topic {topic} does not exist on {bootstrap}: is the worker "
-                              "running with this topic prefix (--topic-prefix)?")
-    return sorted(meta.partitions)
+        return partitions_of(consumer, bootstrap, topic, timeout)
+    except TopicUnavailable as exc:
+        raise DeadLetterError(str(exc)) from None
 
 
 def _row(message: Any, prefix: str) -> Row:

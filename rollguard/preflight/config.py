@@ -53,7 +53,7 @@ class PreflightInputError(ValueError):
 
     def __init__(self, message: str) -> None:
         text = " ".join(str(message).split())
-        super().__init__(text if text.endswith(".") else text + ".")
+        super().__init__(text if text.endswith((".", "?")) else text + ".")
 
 
 class _Section(Struct, frozen=True, forbid_unknown_fields=True):

@@ -30,7 +30,6 @@ import datetime as _dt
 import json
 import math
 import time
-import uuid
 from typing import Any
 
 from rollguard.preflight.config import PreflightInputError
@@ -96,28 +95,18 @@ def read_stats_snapshot(bootstrap: str, topic: str, experiment: str, timeout: fl
 
 
 def _consumer(bootstrap: str) -> Any:
-    from confluent_kafka import Consumer
+    from rollguard.kafka.compacted import reader
 
-    from rollguard.kafka.clients import client_config
-
-    return Consumer(client_config(bootstrap, **{
-        "group.id": f"rollguard-preflight-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False, "isolation.level": "read_committed",
-        "enable.partition.eof": True}))
+    return reader(bootstrap, "preflight")
 
 
 def _partitions(consumer: Any, bootstrap: str, topic: str, timeout: float) -> list[int]:
-    from confluent_kafka import KafkaException
+    from rollguard.kafka.compacted import TopicUnavailable, partitions_of
 
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    except KafkaException as exc:
-        raise PreflightInputError(f"Kafka at {bootstrap} did not answer ({exc.args[0].str()}): "
-                                  "check the address and that the broker runs") from None
-    if meta is None or meta.error is not None:
-        raise PreflightInputError(f"Topic {topic} does not exist on {bootstrap}: check the "
-                                  "topic prefix (--topic-prefix)")
-    return sorted(meta.partitions)
+        return partitions_of(consumer, bootstrap, topic, timeout)
+    except TopicUnavailable as exc:
+        raise PreflightInputError(str(exc)) from None
 
 
 def _read(consumer: Any, starts: dict[int, int], ends: dict[int, int], topic: str,
