@@ -73,24 +73,23 @@ def send_request(bootstrap: str, names: TopicNames, request: ControlRequest, *,
                  wait: float = 30.0) -> Answer | None:
     """Write ``request`` and wait up to ``wait`` seconds for the worker's answer (None when
     ``wait`` is 0). Raises :class:`SteerError` in one sentence."""
-    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    from confluent_kafka import KafkaException, Producer, TopicPartition
 
     from rollguard.kafka.clients import BrokerUnreachable, client_config, require_broker
+    from rollguard.kafka.compacted import reader
 
     try:
         require_broker(bootstrap)
     except BrokerUnreachable as exc:
         raise SteerError(str(exc)) from None
-    consumer = Consumer(client_config(bootstrap, **{
-        "group.id": f"rollguard-steer-{request.request_id}", "enable.auto.commit": False,
-        "isolation.level": "read_committed"}))
+    consumer = reader(bootstrap, "steer")
     try:
         topics = consumer.list_topics(timeout=10).topics
         if names.control_requests not in topics or topics[names.control_requests].error:
             raise SteerError(f"Topic {names.control_requests} does not exist: no rollguard "
                              "worker has run with this topic prefix; start one with "
                              "`rollguard worker` (it creates the topic) or check --topic-prefix.")
-        _known_or_fail(consumer, names, request.experiment, topics)
+        _known_or_fail(bootstrap, names, request.experiment)
         # where the answers will appear: the ends of the control and dead-letter topics now
         start = []
         for topic in (names.control, names.deadletter):
@@ -114,24 +113,14 @@ def send_request(bootstrap: str, names: TopicNames, request: ControlRequest, *,
         consumer.close()
 
 
-def _known_or_fail(consumer, names: TopicNames, experiment: str, topics) -> None:
+def _known_or_fail(bootstrap: str, names: TopicNames, experiment: str) -> None:
     """Refuse at once an experiment the control topic has never heard of."""
-    from confluent_kafka import TopicPartition
+    from rollguard.kafka.compacted import TopicUnavailable, latest_values
 
-    known = set()
-    if names.control in topics:
-        parts = [TopicPartition(names.control, p, 0) for p in topics[names.control].partitions]
-        consumer.assign(parts)
-        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts}
-        done = {p for p, end in ends.items() if end == 0}
-        deadline = time.monotonic() + 10
-        while len(done) < len(ends) and time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=0.5):
-                if msg.error() is None and msg.key() is not None:
-                    known.add(msg.key().decode("utf-8", "replace"))
-                    if msg.offset() + 1 >= ends[msg.partition()]:
-                        done.add(msg.partition())
-        consumer.unassign()
+    try:
+        known = set(latest_values(bootstrap, names.control))
+    except TopicUnavailable as exc:
+        raise SteerError(str(exc)) from None
     if experiment not in known:
         listed = ", ".join(sorted(known)) or "none yet"
         raise SteerError(f"No experiment '{experiment}' has started on this topic prefix "
