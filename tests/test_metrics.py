@@ -77,6 +77,7 @@ class JoinWithoutKafka:
         self.core.on_message(kind, offset, key, value)
 
     def stage(self, backlogged) -> None:
+        self.staged_dead = self.core.dead_letter_counts()
         self.core.settle(backlogged=backlogged)
         self.core.take_dead_letters()
 

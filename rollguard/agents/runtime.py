@@ -193,8 +193,7 @@ class JoinTask:
         quiet = core.events_since_settle == 0
         internal, names, p = self.internal, self.config.names, self.partition
         outputs: list[Output] = []
-        self.staged_dead = {what: n for (_, what), n in core.counters.items()
-                            if what.startswith("deadletter:")}
+        self.staged_dead = core.dead_letter_counts()
         holding = backlogged | self.recent.update(core.next_offset, time.monotonic())
         for name, batch in core.settle(backlogged=holding, quiet=quiet):
             self.frontier = batch.frontier  # the same in every experiment's batch
@@ -599,9 +598,8 @@ class Runtime:
             if task.progress.stalled_for(sum(task.core.next_offset.values()), waiting) \
                     > self.config.stall_timeout / 2:
                 stuck.append(p)
-            for (_, what), n in task.core.counters.items():  # dead letters since the last settle
-                self.dead_letters[what] += n
             task.stage(backlogged)
+            self.dead_letters.update(task.staged_dead)  # those since the last settle
             staged.append(task)
         for eval_task in list(self.eval_tasks.values()):
             eval_task.stage(force_snapshot=final)

@@ -175,6 +175,11 @@ class JoinPartition:
         self.events_since_settle = 0
         return batches
 
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters since the last settle, by ``deadletter:<topic kind>:<problem>``."""
+        return {what: n for (_, what), n in self.counters.items()
+                if what.startswith("deadletter:")}
+
     def take_dead_letters(self) -> list[DeadLetter]:
         dead, self.dead_letters = self.dead_letters, []
         return dead
