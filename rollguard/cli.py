@@ -546,7 +546,8 @@ def replay(
         broker = bootstrap_or_default(bootstrap)
         try:
             require_broker(broker)
-            run_from_kafka(engine, broker, TopicNames(prefix), since, until, emit)
+            run_from_kafka(engine, broker, TopicNames(prefix), since, until, emit,
+                           on_warning=lambda text: err.print(text, markup=False))
         except BrokerUnreachable as exc:
             fail(str(exc))
         except KafkaException as exc:

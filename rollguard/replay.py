@@ -142,60 +142,68 @@ def read_lines(path: Path) -> Iterator[bytes]:
 # -- a range of the input topics ------------------------------------------------------------
 def run_from_kafka(replay: Replay, bootstrap: str, names: Any, start_ts: float | None,
                    end_ts: float | None, on_event: Callable[[ControlEvent], None],
-                   progress: Callable[[int], None] | None = None) -> None:
+                   progress: Callable[[int], None] | None = None,
+                   on_warning: Callable[[str], None] | None = None) -> None:
     """Replay the input topics between two event times (message timestamps), partition by
-    partition as the live worker joins them, with the backlog of each topic known."""
-    from confluent_kafka import Consumer, TopicPartition
+    partition as the live worker joins them, with the backlog of each topic known.
+
+    A partition is read up to the offset its range ends at, as the consumer's position says:
+    records that retention deleted meanwhile, or transaction markers, never make it wait."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     from rollguard.kafka.clients import client_config
 
     consumer = Consumer(client_config(bootstrap, **{
         "group.id": f"rollguard-replay-{time.time_ns()}", "enable.auto.commit": False,
-        "isolation.level": "read_committed", "enable.partition.eof": False}))
+        "isolation.level": "read_committed", "enable.partition.eof": False,
+        "auto.offset.reset": "earliest"}))
     try:
         topics = {kind: getattr(names, kind) for kind in INPUT_KINDS}
         metadata = consumer.list_topics(timeout=10).topics
         n = len(metadata[topics["predictions"]].partitions)
         ends: dict[tuple[str, int], int] = {}
+        starts: dict[tuple[str, int], int] = {}
         assignment = []
         for kind, topic in topics.items():
             for p in range(n):
-                tp_lo = TopicPartition(topic, p, int(start_ts * 1000) if start_ts else 0)
-                lo = consumer.offsets_for_times([tp_lo], timeout=10)[0].offset if start_ts else -2
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                lo = low
+                if start_ts:
+                    found = consumer.offsets_for_times(
+                        [TopicPartition(topic, p, int(start_ts * 1000))], timeout=10)[0].offset
+                    lo = found if found >= 0 else high  # nothing at or after start_ts
                 if end_ts is not None:
                     hit = consumer.offsets_for_times(
                         [TopicPartition(topic, p, int(end_ts * 1000))], timeout=10)[0].offset
                     high = hit if hit >= 0 else high
-                ends[kind, p] = high
-                if lo < 0 and start_ts:
-                    lo = high  # nothing after start_ts
+                ends[kind, p], starts[kind, p] = high, lo
                 assignment.append(TopicPartition(topic, p, lo))
         consumer.assign(assignment)
         replay.parts = [JoinPartition(p, replay.experiments) for p in range(n)]
         replay.evaluators = {e.name: ExperimentEvaluator(e, n, history=replay.history)
                              for e in replay.experiments}
-        positions = {key: -1 for key in ends}
         kind_of = {topic: kind for kind, topic in topics.items()}
-        done = {key for key, end in ends.items() if end <= 0}
+        done = {key for key in ends if starts[key] >= ends[key]}
         read = 0
+        skipped: set[tuple[str, int]] = set()  # partitions where records were gone
         while len(done) < len(ends):
             messages = consumer.consume(2000, timeout=1.0)
             for msg in messages:
                 if msg.error() is not None:
+                    if msg.error().code() == KafkaError._AUTO_OFFSET_RESET \
+                            and msg.topic() in kind_of:
+                        skipped.add((kind_of[msg.topic()], msg.partition()))
                     continue
                 kind, p = kind_of[msg.topic()], msg.partition()
-                if msg.offset() >= ends[kind, p]:
-                    done.add((kind, p))
-                    continue
-                positions[kind, p] = msg.offset()
                 if msg.offset() + 1 >= ends[kind, p]:
                     done.add((kind, p))
+                if msg.offset() >= ends[kind, p]:
+                    continue
                 replay.parts[p].on_message(kind, msg.offset(), msg.key(), msg.value())
                 read += 1
             if not messages:
-                done.update(key for key in ends if positions[key] + 1 >= ends[key])
-                if not messages and len(done) < len(ends):
+                done.update(_read_to_the_end(consumer, topics, ends, done))
+                if len(done) < len(ends):
                     continue
             for p in range(n):
                 backlogged = {k for k in INPUT_KINDS if (k, p) not in done}
@@ -205,5 +213,22 @@ def run_from_kafka(replay: Replay, bootstrap: str, names: Any, start_ts: float |
                 progress(read)
         for event in replay.finish():
             on_event(event)
+        if skipped and on_warning is not None:
+            names_ = ", ".join(f"{topics[k]}[{p}]" for k, p in sorted(skipped))
+            on_warning(f"Records of {names_} in this range were deleted by the topics' retention "
+                       "before the replay read them, and are not in its decisions: raise "
+                       "retention.ms on the input topics to replay them.")
     finally:
         consumer.close()
+
+
+def _read_to_the_end(consumer: Any, topics: dict[str, str], ends: dict[tuple[str, int], int],
+                     done: set[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The partitions whose position has reached the end of their range, although no message
+    said so: the last records were transaction markers, or retention deleted them."""
+    from confluent_kafka import TopicPartition
+
+    waiting = [key for key in ends if key not in done]
+    positions = consumer.position([TopicPartition(topics[k], p) for k, p in waiting])
+    return {key for key, tp in zip(waiting, positions) if tp.offset >= ends[key]}
+

@@ -7,7 +7,8 @@ engine answering does not change it), with ``ROLLGUARD_TEST_BROKER``:
   from Maven Central's jars), started once per test session on a free port and stopped after;
 - ``testcontainers``: a Kafka container started by testcontainers (needs a Docker engine that
   has, or can pull, its image);
-- ``HOST:PORT`` (or several, comma-separated): a broker that runs already.
+- ``HOST:PORT`` (or several, comma-separated): a broker that runs already; it must not delete
+  records by age (`log.retention.ms=-1`), since the tests produce events with 2023 timestamps.
 
 Unset, ``KAFKA_BOOTSTRAP_SERVERS`` is used when it is set (as before), else ``local``. pytest's
 header says which broker the run uses, and its summary where it was. No test of Kafka
@@ -95,7 +96,9 @@ def kafka_bootstrap() -> str:
         container, why = None, None
         try:
             # Confluent's image in KRaft mode: the one testcontainers knows how to wait for
-            container = KafkaContainer().with_kraft().start()
+            # tests produce events of 2023: a broker must not delete them by age meanwhile
+            container = KafkaContainer().with_kraft() \
+                .with_env("KAFKA_LOG_RETENTION_MS", "-1").start()
         except Exception as exc:  # noqa: BLE001 - a pull refused, a start that failed
             why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         if container is None:  # failed outside the except: no chained traceback is shown

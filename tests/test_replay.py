@@ -85,3 +85,32 @@ def test_from_kafka_decides_as_the_file_replay(files, kafka_bootstrap, topic_pre
     assert result.returncode == 0, result.stderr
     assert [json.loads(x) for x in result.stdout.splitlines()] == \
         [json.loads(x) for x in from_file.splitlines()]
+
+
+def test_from_kafka_finishes_when_retention_deleted_a_partition(files, kafka_bootstrap,
+                                                                topic_prefix):
+    """Records that retention (here: DeleteRecords, the same move of the log start) took away
+    never make the replay wait for them: with --since or without, it reads what remains."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    experiments, _, events = files
+    names = TopicNames(topic_prefix)
+    create_contract_topics(kafka_bootstrap, names, partitions=2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    for event in events:
+        event = dict(event)
+        producer.produce(getattr(names, event.pop("topic")), key=event["request_id"].encode(),
+                         value=json.dumps(event).encode(), timestamp=int(event["ts"] * 1000))
+    assert producer.flush(30) == 0
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    gone = TopicPartition(names.labels, 0, -1)  # -1: up to the high watermark
+    for future in admin.delete_records([gone]).values():
+        future.result(timeout=30)
+    since, until = str(events[0]["ts"] - 1), str(events[-1]["ts"] + 1)
+    base = [str(experiments), "--from-kafka", "-b", kafka_bootstrap, "--topic-prefix",
+            topic_prefix]
+    ranged, whole = run(*base, "--since", since, "--until", until), run(*base)
+    assert ranged.returncode == 0 and whole.returncode == 0, ranged.stderr + whole.stderr
+    assert ranged.stdout == whole.stdout
+    assert [json.loads(x)["action"] for x in whole.stdout.splitlines()][:1] == ["start"]

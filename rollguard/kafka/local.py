@@ -77,6 +77,10 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.cleaner.backoff.ms=1000
+# keep records by size, not by age: replayed or test events carry old event times, and a
+# time limit would delete them at the next retention check (every 5 minutes)
+log.retention.ms=-1
+log.retention.bytes=1073741824
 """
 
 _LOG4J2 = """\
