@@ -220,7 +220,7 @@ def child_worker(args) -> None:
     parts = sorted({p for _, p in ends})
     topic_of = {k: getattr(names, k) for k in KINDS}
     state = {"t0": None, "t1": None, "t2": None, "checkpoints": 0, "checkpoint_s": 0.0,
-             "max_checkpoint_s": 0.0, "max_ready": 0, "max_pending": 0, "max_rss": 0,
+             "max_checkpoint_s": 0.0, "max_pending": 0, "max_rss": 0,
              "started": time.perf_counter()}
     profiler = None
     if args.profile == "pyinstrument":
@@ -331,8 +331,8 @@ def child_worker(args) -> None:
             if now - last_sample > 0.25:
                 last_sample = now
                 for t in list(runtime.join_tasks.values()):
-                    state["max_ready"] = max(state["max_ready"], len(t.core.joiner._ready))
-                    state["max_pending"] = max(state["max_pending"], t.core.joiner.pending())
+                    state["max_pending"] = max(state["max_pending"],
+                                               sum(n or 0 for n in t.core.pending_counts()))
                 state["max_rss"] = max(state["max_rss"], rss_bytes())
             if state["t1"] is not None and records_merged() >= args.expected_records \
                     and buffered() == 0:
@@ -354,7 +354,7 @@ def child_worker(args) -> None:
             "records_merged": records_merged(), "policy_records": policy_records(),
             "expected_records": args.expected_records,
             "checkpoints": state["checkpoints"], "checkpoint_s": state["checkpoint_s"],
-            "max_checkpoint_s": state["max_checkpoint_s"], "max_ready": state["max_ready"],
+            "max_checkpoint_s": state["max_checkpoint_s"],
             "max_pending": state["max_pending"], "rss": max(state["max_rss"], rss_bytes()),
             "counters": counters, "complete": state["t1"] is not None,
             "checkpoint_parts": parts_s, "largest_message": largest,
@@ -411,6 +411,20 @@ def read_all(bootstrap: str, names) -> list[tuple[str, int, int, bytes, bytes]]:
     return out
 
 
+def turns(messages) -> list[tuple[str, int, list, list, list]]:
+    """Consecutive messages of one topic partition as one turn, as the worker's transport
+    hands them to the join: (kind, partition, offsets, keys, values)."""
+    out: list = []
+    for kind, p, offset, key, value in messages:
+        if not out or out[-1][0] != kind or out[-1][1] != p:
+            out.append((kind, p, [], [], []))
+        turn = out[-1]
+        turn[2].append(offset)
+        turn[3].append(key)
+        turn[4].append(value)
+    return out
+
+
 def run_core(messages, experiments, partitions: int, *, evaluate: bool = True,
              settle_every: int = SETTLE_EVERY, codec: bool = False, profiler=None) -> dict:
     """One pass of the pure core over ``messages``; seconds, split by part."""
@@ -449,8 +463,8 @@ def run_core(messages, experiments, partitions: int, *, evaluate: bool = True,
     began = perf()
     for start in range(0, n, settle_every):
         stop = min(n, start + settle_every)
-        for kind, p, offset, key, value in messages[start:stop]:
-            parts[p].on_message(kind, offset, key, value)
+        for kind, p, offsets, keys, values in turns(messages[start:stop]):
+            parts[p].on_messages(kind, offsets, keys, values)
         for part in parts:
             p = part.partition
             settle(part, backlogged=[k for k in KINDS if last.get((k, p), -1) >= stop])

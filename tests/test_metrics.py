@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rollguard.agents.liveness import Liveness, Progress
 from rollguard.agents.metrics import WorkerMetrics, experiment_families, experiment_figures, render
 from rollguard.agents.runtime import Runtime, WorkerConfig
+from rollguard.agents.transport import FetchedBatch
 from rollguard.decisions.evaluator import ExperimentEvaluator
 from rollguard.replay import Replay
 from rollguard.schemas import parse_experiments
@@ -73,8 +74,8 @@ class JoinWithoutKafka:
         self.unchecked = 0
         self.frontier = -math.inf
 
-    def on_message(self, kind, offset, key, value) -> None:
-        self.core.on_message(kind, offset, key, value)
+    def on_messages(self, kind, offsets, keys, values) -> None:
+        self.core.on_messages(kind, offsets, keys, values)
 
     def stage(self, backlogged) -> None:
         self.staged_dead = self.core.dead_letter_counts()
@@ -120,8 +121,9 @@ def scrape(metrics: WorkerMetrics) -> dict[str, list[tuple[dict[str, str], float
 
 
 def message(kind: str, partition: int, offset: int, value: bytes):
+    """A one-message turn of an input partition, as the worker's transport hands it over."""
     return SimpleNamespace(topic=getattr(NAMES, kind), partition=partition, offset=offset,
-                           key=b"k", value=value)
+                           key=None, value=FetchedBatch([offset], [b"k"], [value]))
 
 
 def test_messages_dead_letters_pending_and_lag_are_the_runtimes(worker):

@@ -139,6 +139,9 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
             stop_on_error(f"Resuming join partition {partition}", exc)
     runtime.flow = flow
     app.commit_ceiling = runtime.commit_ceiling
+    # each input partition's fetched turn reaches the join agent as one message whose value
+    # is a FetchedBatch (agents/transport.py): Faust's per-message cost is paid per turn
+    app.batched_topics = frozenset(names.inputs())
     inputs = app.topic(*names.inputs(), key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
     # people's control requests are keyed by experiment like the outcomes, with as many

@@ -187,10 +187,10 @@ class _RuntimeCollector:
             labels=["topic", "partition"])
         ends = runtime.input_ends
         for p, task in joins:
-            joiner = task.core.joiner
-            pending.add_metric([str(p), "memory"], len(joiner.memory))
-            if joiner.disk is not None:
-                pending.add_metric([str(p), "disk"], len(joiner.disk))
+            in_memory, on_disk = task.core.pending_counts()
+            pending.add_metric([str(p), "memory"], in_memory)
+            if on_disk is not None:
+                pending.add_metric([str(p), "disk"], on_disk)
             next_offset = task.core.next_offset
             for kind in INPUT_KINDS:
                 topic = runtime.topic_of[kind]

@@ -22,16 +22,18 @@ import msgspec
 from rollguard.agents.checkpoint import INTERNAL_MESSAGE_MAX, Checkpointer, Output, read_changelog
 from rollguard.agents.liveness import Liveness, Progress, Watchdog, liveness_path
 from rollguard.agents.skew import FrontierBoard, encode_frontier, paused, slowest
+from rollguard.agents.transport import FetchedBatch
 from rollguard.decisions.evaluator import ExperimentEvaluator
+from rollguard.decisions.partition import EvalPartition
 from rollguard.kafka.admin import COMPACTED, TopicSpec
 from rollguard.logs import WORKER_LOG
-from rollguard.decisions.manual import Refused
-from rollguard.schemas.events import DeadLetter, Invalid, decode_control_request, encode
+from rollguard.schemas.events import encode
+from rollguard.streams.changelog import DISK, STATE
 from rollguard.streams.idle import RecentInput
 from rollguard.streams.join import INPUT_KINDS, uses_disk
 from rollguard.streams.partition import JoinPartition
-from rollguard.streams.pending import DiskStore, decode_entry, encode_entry
-from rollguard.streams.records import Batch, decode_batch, encode_batch
+from rollguard.streams.pending import DiskStore
+from rollguard.streams.records import Batch, encode_batch
 from rollguard.streams.topics import TopicNames
 
 log = logging.getLogger("rollguard.worker")
@@ -41,8 +43,6 @@ BATCH_RECORDS = 2000
 #: input messages between two looks at a join partition's skew (agents/skew.py)
 SKEW_CHECK_EVERY = 256
 
-_PACK = msgspec.msgpack.Encoder()
-_UNPACK = msgspec.msgpack.Decoder()
 _JSON = msgspec.json.Encoder()
 
 
@@ -131,7 +131,8 @@ def chunk_batch(batch: Batch, sent_frontier: float, size: int = BATCH_RECORDS) -
 
 
 class JoinTask:
-    """One input partition: :class:`JoinPartition` + its checkpoints."""
+    """One input partition: a :class:`JoinPartition` and its checkpoints. It moves bytes
+    between the consumer, the core and the checkpointer, and looks into neither."""
 
     def __init__(self, config: WorkerConfig, partition: int) -> None:
         self.config = config
@@ -145,6 +146,7 @@ class JoinTask:
         self.core = JoinPartition(partition, config.experiments, disk=disk, topics={
             "requests": names.requests, "predictions": names.predictions,
             "labels": names.labels})
+        self.changelogs = {STATE: internal.join_state, DISK: internal.join_disk}
         self.checkpointer = Checkpointer(config.bootstrap, f"{config.app_id}-join-{partition}")
         self._sent_frontier: dict[str, float] = {}
         self.frontier = -math.inf  # this partition's, as the last settle gave it
@@ -159,32 +161,23 @@ class JoinTask:
     def restore(self) -> None:
         began = time.monotonic()
         bootstrap, p, core = self.config.bootstrap, self.partition, self.core
-        meta = None
-        memory = core.joiner.memory
-        for _, key, value in read_changelog(bootstrap, self.internal.join_state, p):
-            if key == b"m":
-                meta = _UNPACK.decode(value)
-            elif key.startswith(b"r/"):
-                memory.load(key[2:].decode(), decode_entry(value) if value is not None else None)
-        disk = core.joiner.disk
-        restored_disk = 0
-        if disk is not None:
-            start = disk.changelog_offset
-            last = None
-            for offset, key, value in read_changelog(
-                    bootstrap, self.internal.join_disk, p, None if start is None else start + 1):
-                disk.load(key[2:].decode(), decode_entry(value) if value is not None else None)
-                last, restored_disk = offset, restored_disk + 1
-            if last is not None:
-                disk.committed(last)
-        if meta is not None:
-            core.load_meta(meta)
+        for _, key, value in read_changelog(bootstrap, self.changelogs[STATE], p):
+            core.restore(key, value)
+        restored_disk, last = 0, None
+        if core.pending_counts()[1] is not None:
+            for last, key, value in read_changelog(bootstrap, self.changelogs[DISK], p,
+                                                   core.disk_restore_from):
+                core.restore_disk(key, value)
+                restored_disk += 1
+        core.durable(last)
+        core.restored()
+        memory, disk = core.pending_counts()
         log.info("join partition %d restored: %d pending in memory, %d on disk (%d read from "
-                 "the changelog) in %.1f s", p, len(memory), len(disk) if disk else 0,
-                 restored_disk, time.monotonic() - began)
+                 "the changelog) in %.1f s", p, memory, disk or 0, restored_disk,
+                 time.monotonic() - began)
 
-    def on_message(self, kind: str, offset: int, key, value) -> None:
-        self.core.on_message(kind, offset, key, value)
+    def on_messages(self, kind: str, offsets: list[int], keys: list, values: list) -> None:
+        self.core.on_messages(kind, offsets, keys, values)
 
     def stage(self, backlogged: set[str]) -> None:
         """Settle and hand the checkpoint's messages to this partition's transaction
@@ -205,15 +198,8 @@ class JoinTask:
             self._sent_frontier[name] = batch.frontier
         for dead in core.take_dead_letters():
             outputs.append(Output(names.deadletter, dead.key, dead.value, dead.headers()))
-        for rid, entry in core.joiner.memory.drain_dirty():
-            outputs.append(Output(internal.join_state, b"r/" + rid.encode(),
-                                  encode_entry(entry) if entry is not None else None, None, p))
-        disk = core.joiner.disk
-        if disk is not None:
-            for rid, entry in disk.drain_dirty():
-                outputs.append(Output(internal.join_disk, b"r/" + rid.encode(),
-                                      encode_entry(entry) if entry is not None else None, None, p))
-        outputs.append(Output(internal.join_state, b"m", _PACK.encode(core.meta()), None, p))
+        outputs += [Output(self.changelogs[c.store], c.key, c.value, None, p)
+                    for c in core.changes()]
         if self.frontier != self._published_frontier:
             outputs.append(Output(internal.frontiers, str(p).encode(),
                                   encode_frontier(self.frontier), None, 0))
@@ -221,117 +207,64 @@ class JoinTask:
         self.checkpointer.begin(outputs)
 
     def complete(self) -> None:
-        """Commit the staged transaction; then the disk store knows what is durable."""
+        """Commit the staged transaction; then the core knows what is durable."""
         self.checkpointer.finish()
         WORKER_LOG.dead_letters.add(self.staged_dead)
         self.staged_dead = {}
-        disk, changelog = self.core.joiner.disk, self.internal.join_disk
-        if disk is not None and changelog in self.checkpointer.last_offsets:
-            disk.committed(self.checkpointer.last_offsets[changelog])
+        self.core.durable(self.checkpointer.last_offsets.get(self.changelogs[DISK]))
 
     def close(self) -> None:
         self.checkpointer.close()
-        if self.core.joiner.disk is not None:
-            self.core.joiner.disk.close()
+        self.core.close()
 
 
 class EvalTask:
-    """One partition of the outcomes topic: the evaluators of the experiments keyed there."""
+    """One partition of the outcomes topic: an :class:`EvalPartition` and its checkpoints;
+    it publishes the control events, history points and snapshots the core makes."""
 
     def __init__(self, config: WorkerConfig, partition: int, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.partition = partition
         self.internal = config.internal
-        self.experiments = {e.name: e for e in config.experiments}
-        self.evaluators: dict[str, ExperimentEvaluator] = {}
-        self.next_offset = 0
-        self.next_request_offset = 0  # of the control-requests topic's partition
+        self.core = EvalPartition(partition, config.experiments, sources=config.partitions,
+                                  requests_topic=config.names.control_requests)
         self.outputs: list[Output] = []
         self.decisions: list[Any] = []  # control events of self.outputs, for the log
         self.staged_decisions: list[Any] = []
         self.urgent = False
         self.clock = clock
         self.last_snapshot = -math.inf
-        self.unpublished: set[str] = set()  # experiments whose snapshot is out of date
         self.checkpointer = Checkpointer(config.bootstrap, f"{config.app_id}-eval-{partition}")
-        self.restore()
+        for _, key, value in read_changelog(config.bootstrap, self.internal.eval_state,
+                                            partition):
+            self.core.restore(key, value)
 
-    def restore(self) -> None:
-        for _, key, value in read_changelog(self.config.bootstrap, self.internal.eval_state,
-                                            self.partition):
-            if key == b"m":
-                meta = _UNPACK.decode(value)
-                self.next_offset = meta["offset"]
-                self.next_request_offset = meta.get("requests", 0)
-            elif key.startswith(b"e/") and value is not None:
-                name = key[2:].decode()
-                if name in self.experiments:
-                    self.evaluators[name] = ExperimentEvaluator.from_dict(
-                        self.experiments[name], self.config.partitions, _UNPACK.decode(value))
-
-    def evaluator(self, name: str) -> ExperimentEvaluator | None:
-        ev = self.evaluators.get(name)
-        if ev is None and name in self.experiments:
-            ev = self.evaluators[name] = ExperimentEvaluator(self.experiments[name],
-                                                             self.config.partitions)
-        return ev
+    @property
+    def evaluators(self) -> dict[str, ExperimentEvaluator]:
+        return self.core.evaluators
 
     def on_message(self, offset: int, key: bytes, value: bytes) -> list:
         """Take one batch; return the control events it led to (staged for the checkpoint)."""
-        if offset < self.next_offset:
-            return []
-        self.next_offset = offset + 1
-        ev = self.evaluator(key.decode())
-        if ev is None:
-            return []  # an experiment another worker version evaluates
-        try:
-            events = ev.add_batch(decode_batch(value))
-        except Exception:  # noqa: BLE001 - a bug must not stop every experiment's evaluation
-            log.exception("the batch at offset %d of %s[%d] could not be evaluated and is "
-                          "skipped; this is a rollguard bug, please report it", offset,
-                          self.internal.outcomes, self.partition)
-            return []
+        return self._publish(self.core.on_batch(offset, key, value))
+
+    def on_request(self, offset: int, key: bytes | None, value: bytes | None) -> list:
+        """Apply a person's control request; one that cannot apply goes to the dead-letter
+        topic with the reason, at once (the person waits for the answer)."""
+        events = self._publish(self.core.on_request(offset, key, value))
+        for dead in self.core.take_dead_letters():
+            self.outputs.append(Output(self.config.names.deadletter, dead.key, dead.value,
+                                       dead.headers()))
+            self.urgent = True
+        return events
+
+    def _publish(self, events: list) -> list:
         control = self.config.names.control
         for event in events:
             self.outputs.append(Output(control, event.experiment.encode(), encode(event)))
             self.decisions.append(event)
             self.urgent = True
         return events
-
-    def on_request(self, offset: int, key: bytes | None, value: bytes | None) -> list:
-        """Apply a person's control request (``rollguard pause`` …); return the control event
-        it led to. One that cannot apply goes to the dead-letter topic with the reason."""
-        if offset < self.next_request_offset:
-            return []
-        self.next_request_offset = offset + 1
-        names = self.config.names
-        request = decode_control_request(value if value is not None else b"")
-        if type(request) is Invalid:
-            return self._refuse(offset, key, value, request.reason)
-        ev = self.evaluator(request.experiment)
-        if ev is None:  # another worker app (version) evaluates it
-            log.info("control request %s for experiment '%s' left to the worker that "
-                     "evaluates it", request.request_id, request.experiment)
-            return []
-        try:
-            event = ev.apply_request(request)
-        except Refused as refused:
-            return self._refuse(offset, key, value, f"control request refused: {refused}")
-        self.outputs.append(Output(names.control, event.experiment.encode(), encode(event)))
-        self.decisions.append(event)
-        self.urgent = True
-        return [event]
-
-    def _refuse(self, offset: int, key: bytes | None, value: bytes | None, reason: str) -> list:
-        log.warning("%s", reason)
-        dead = DeadLetter(key=key, value=value if value is not None else b"", error=reason,
-                          topic=self.config.names.control_requests, partition=self.partition,
-                          offset=offset)
-        self.outputs.append(Output(self.config.names.deadletter, dead.key, dead.value,
-                                   dead.headers()))
-        self.urgent = True  # the person waits for the answer
-        return []
 
     def checkpoint(self, *, force_snapshot: bool = False) -> None:
         """Save and commit this partition's checkpoint (:meth:`stage` then :meth:`complete`)."""
@@ -340,30 +273,20 @@ class EvalTask:
 
     def stage(self, *, force_snapshot: bool = False) -> None:
         """Hand the control events, evaluator states and due snapshots to the transaction."""
-        internal, p = self.internal, self.partition
+        names, core, p = self.config.names, self.core, self.partition
         outputs, self.outputs = self.outputs, []
         self.staged_decisions, self.decisions = self.staged_decisions + self.decisions, []
+        outputs += [Output(self.internal.eval_state, c.key, c.value, None, p)
+                    for c in core.changes()]
+        # points made with this state: in its transaction
+        outputs += [Output(names.history, name.encode(), _JSON.encode(point))
+                    for name, point in core.take_history()]
         now = self.clock()
-        snapshot_due = force_snapshot or now - self.last_snapshot >= self.config.snapshot_interval
-        for name, ev in self.evaluators.items():
-            if ev.changed:
-                outputs.append(Output(internal.eval_state, b"e/" + name.encode(),
-                                      _PACK.encode(ev.to_dict()), None, p))
-                ev.changed = False
-                self.unpublished.add(name)
-            for point in ev.take_history():  # made with this state: in its transaction
-                outputs.append(Output(self.config.names.history, name.encode(),
-                                      _JSON.encode(point)))
-            if snapshot_due and name in self.unpublished:
-                snapshot = ev.snapshot()
-                snapshot["published_at"] = time.time()
-                outputs.append(Output(self.config.names.stats, name.encode(),
-                                      _JSON.encode(snapshot)))
-                self.unpublished.discard(name)
-        if snapshot_due:
+        if force_snapshot or now - self.last_snapshot >= self.config.snapshot_interval:
             self.last_snapshot = now
-        outputs.append(Output(internal.eval_state, b"m", _PACK.encode(
-            {"offset": self.next_offset, "requests": self.next_request_offset}), None, p))
+            for name, snapshot in core.take_snapshots():
+                snapshot["published_at"] = time.time()
+                outputs.append(Output(names.stats, name.encode(), _JSON.encode(snapshot)))
         self.checkpointer.begin(outputs)
         self.urgent = False
 
@@ -511,13 +434,16 @@ class Runtime:
 
     # -- messages ---------------------------------------------------------------------------
     def on_input(self, message: Any) -> None:
+        """One input partition's turn: a message whose value is a :class:`FetchedBatch`
+        (agents/transport.py)."""
+        batch: FetchedBatch = message.value
         task = self.join_tasks.get(message.partition) or self.join_task(message.partition)
-        task.on_message(self.kind_of[message.topic], message.offset, message.key, message.value)
-        self.consumed[message.topic] += 1
-        task.unchecked += 1
+        task.on_messages(self.kind_of[message.topic], *batch)
+        self.consumed[message.topic] += len(batch.offsets)
+        task.unchecked += len(batch.offsets)
         if task.unchecked >= SKEW_CHECK_EVERY:  # between checkpoints too: a catch-up is fast
             task.unchecked = 0
-            if task.core.joiner.frontier > self.skew_limit and task.partition not in self.paused:
+            if task.core.frontier > self.skew_limit and task.partition not in self.paused:
                 self._pause({task.partition})
                 self.paused.add(task.partition)
 
@@ -539,10 +465,10 @@ class Runtime:
             return None if task is None else task.core.next_offset[kind]
         if topic == self.outcomes:
             task = self.eval_tasks.get(partition)
-            return None if task is None else task.next_offset
+            return None if task is None else task.core.next_offset
         if topic == self.requests_topic:
             task = self.eval_tasks.get(partition)
-            return None if task is None else task.next_request_offset
+            return None if task is None else task.core.next_request_offset
         return None
 
     def resume_at(self, partition: int) -> dict[str, int]:

@@ -308,6 +308,29 @@ class Joiner:
         counters, self.counters = self.counters, Counter()
         return dict(counters)
 
+    def meta(self) -> dict[str, Any]:
+        """The join's own state besides its pending entries (a checkpoint's meta)."""
+        return {
+            "max_ts": {k: (v if math.isfinite(v) else None) for k, v in self.max_ts.items()},
+            "released_to": self.released_to if math.isfinite(self.released_to) else None,
+            "ready": [[ts, rid] for ts, rid in self._ready],
+            "pairing": [[ts, rid] for ts, rid in self._pairing],
+            "first_seen": self.first_seen,
+        }
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        """Restore what :meth:`meta` gave (older checkpoints lack some keys)."""
+        for kind, ts in meta["max_ts"].items():
+            self.max_ts[kind] = -math.inf if ts is None else ts
+        released_to = meta.get("released_to")
+        self.released_to = -math.inf if released_to is None else released_to
+        self._ready = [(ts, rid) for ts, rid in meta["ready"]]
+        self._pairing = [(ts, rid) for ts, rid in meta.get("pairing", ())]
+        heapq.heapify(self._ready)
+        heapq.heapify(self._pairing)
+        self.first_seen = {name: ts for name, ts in meta.get("first_seen", {}).items()
+                           if name in self.experiments}
+
     def pending(self) -> int:
         return len(self.memory) + (len(self.disk) if self.disk is not None else 0)
 

@@ -29,12 +29,15 @@ import json
 import logging
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import msgspec
 
 from rollguard.schemas.events import DeadLetter, Invalid, decode_label, decode_prediction, decode_request
 from rollguard.streams.aggregate import ExperimentStats
+from rollguard.streams.changelog import DISK, META, STATE, Change, is_pending, name_of, pending_key
 from rollguard.streams.join import INPUT_KINDS, Joiner
-from rollguard.streams.pending import DiskStore, MemoryStore
+from rollguard.streams.pending import DiskStore, MemoryStore, decode_entry, encode_entry
 from rollguard.streams.records import FIRST, Batch
 
 if TYPE_CHECKING:
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rollguard.worker")
 
+_PACK = msgspec.msgpack.Encoder()
+_UNPACK = msgspec.msgpack.Decoder()
 _DECODE = {"requests": decode_request, "predictions": decode_prediction, "labels": decode_label}
 
 
@@ -71,21 +76,32 @@ class JoinPartition:
         self.dead_letters: list[DeadLetter] = []
         self.counters: Counter[tuple[str | None, str]] = Counter()
         self.events_since_settle = 0
+        self._restored_meta: dict[str, Any] | None = None
         self._handlers = {"requests": self._on_request, "predictions": self._on_prediction,
                           "labels": self._on_label}
 
     # -- input ------------------------------------------------------------------------------
     def on_message(self, kind: str, offset: int, key: bytes | None, value: bytes | None) -> None:
         """Use one input message; below the restored offsets it is already in the state."""
-        if offset < self.next_offset[kind]:
-            return
-        event = _DECODE[kind](value if value is not None else b"")
-        if type(event) is Invalid:
-            self.next_offset[kind] = offset + 1
-            self.events_since_settle += 1
-            self._dead(kind, offset, key, value, event)
-            return
-        self.on_event(kind, offset, event, key, value)
+        self.on_messages(kind, (offset,), (key,), (value,))
+
+    def on_messages(self, kind: str, offsets: Sequence[int], keys: Sequence[bytes | None],
+                    values: Sequence[bytes | None]) -> None:
+        """Use a batch of one input topic's messages (consecutive fetches of this partition,
+        in offset order): the same as :meth:`on_message` on each, with no per-message call
+        from the runtime."""
+        decode, on_event, dead, next_offset = _DECODE[kind], self.on_event, self._dead, \
+            self.next_offset
+        for offset, key, value in zip(offsets, keys, values):
+            if offset < next_offset[kind]:
+                continue  # already in the state (restored), or a message fetched twice
+            event = decode(value if value is not None else b"")
+            if type(event) is Invalid:
+                next_offset[kind] = offset + 1
+                self.events_since_settle += 1
+                dead(kind, offset, key, value, event)
+            else:
+                on_event(kind, offset, event, key, value)
 
     def on_event(self, kind: str, offset: int, event: Any, key: bytes | None = None,
                  value: bytes | None = None) -> None:
@@ -184,16 +200,73 @@ class JoinPartition:
         dead, self.dead_letters = self.dead_letters, []
         return dead
 
-    # -- checkpoint meta --------------------------------------------------------------------
+    # -- checkpoints ----------------------------------------------------------------------
+    # The partition owns its state; a checkpoint takes its changes as keyed bytes
+    # (streams/changelog.py) and a restore hands them back, in the same format.
+    @property
+    def frontier(self) -> float:
+        """Every record this partition releases from now on has an event time above this."""
+        return self.joiner.frontier
+
+    def pending_counts(self) -> tuple[int, int | None]:
+        """Pending requests in memory and on disk (None: no disk store)."""
+        disk = self.joiner.disk
+        return len(self.joiner.memory), None if disk is None else len(disk)
+
+    def changes(self) -> list[Change]:
+        """What changed since the last call, for the next checkpoint: the pending entries
+        (in memory: ``state``; on disk: ``disk``) and the meta, which covers
+        :attr:`next_offset` of every input."""
+        changes = [Change(STATE, pending_key(rid), None if e is None else encode_entry(e))
+                   for rid, e in self.joiner.memory.drain_dirty()]
+        disk = self.joiner.disk
+        if disk is not None:
+            changes += [Change(DISK, pending_key(rid), None if e is None else encode_entry(e))
+                        for rid, e in disk.drain_dirty()]
+        changes.append(Change(STATE, META, _PACK.encode(self.meta())))
+        return changes
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        """Take back one record of the ``state`` changelog (the latest value of each key
+        wins: read it in order)."""
+        if key == META:
+            self._restored_meta = _UNPACK.decode(value)
+        elif is_pending(key):
+            self.joiner.memory.load(name_of(key), None if value is None else decode_entry(value))
+
+    @property
+    def disk_restore_from(self) -> int | None:
+        """Where the ``disk`` changelog must be read from to restore (None: from the start;
+        the disk store keeps what was durable when it closed)."""
+        disk = self.joiner.disk
+        start = None if disk is None else disk.changelog_offset
+        return None if start is None else start + 1
+
+    def restore_disk(self, key: bytes, value: bytes | None) -> None:
+        """Take back one record of the ``disk`` changelog."""
+        self.joiner.disk.load(name_of(key), None if value is None else decode_entry(value))
+
+    def restored(self) -> None:
+        """Every changelog record is back: apply the meta (checked against the experiments)."""
+        meta, self._restored_meta = self._restored_meta, None
+        if meta is not None:
+            self.load_meta(meta)
+
+    def durable(self, disk_changelog_offset: int | None) -> None:
+        """The last checkpoint is committed, its ``disk`` changes up to this offset of the
+        changelog (None: none written)."""
+        disk = self.joiner.disk
+        if disk is not None and disk_changelog_offset is not None:
+            disk.committed(disk_changelog_offset)
+
+    def close(self) -> None:
+        if self.joiner.disk is not None:
+            self.joiner.disk.close()
+
     def meta(self) -> dict[str, Any]:
-        joiner = self.joiner
         return {
             "offsets": dict(self.next_offset),
-            "max_ts": {k: (v if math.isfinite(v) else None) for k, v in joiner.max_ts.items()},
-            "released_to": joiner.released_to if math.isfinite(joiner.released_to) else None,
-            "ready": [[ts, rid] for ts, rid in joiner._ready],
-            "pairing": [[ts, rid] for ts, rid in joiner._pairing],
-            "first_seen": joiner.first_seen,
+            **self.joiner.meta(),
             "reference_left": self.reference_left,
             "experiments": {name: fingerprint(e) for name, e in self.experiments.items()},
         }
@@ -207,19 +280,7 @@ class JoinPartition:
                     "with: give the changed experiment a new name, or delete the worker's "
                     "state topics to start over.")
         self.next_offset.update(meta["offsets"])
-        joiner = self.joiner
-        for kind, ts in meta["max_ts"].items():
-            joiner.max_ts[kind] = -math.inf if ts is None else ts
-        released_to = meta.get("released_to")
-        joiner.released_to = -math.inf if released_to is None else released_to
-        joiner._ready = [(ts, rid) for ts, rid in meta["ready"]]
-        joiner._pairing = [(ts, rid) for ts, rid in meta.get("pairing", ())]
-        joiner.first_seen = {name: ts for name, ts in meta.get("first_seen", {}).items()
-                             if name in self.experiments}
-        import heapq
-
-        heapq.heapify(joiner._ready)
-        heapq.heapify(joiner._pairing)
+        self.joiner.load_meta(meta)
         for name, left in meta.get("reference_left", {}).items():
             if name in self.reference_left:
                 self.reference_left[name].update(left)
