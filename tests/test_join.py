@@ -259,6 +259,49 @@ def test_disk_store_restores_what_it_committed(tmp_path):
     assert isinstance(joiner.memory, MemoryStore) and len(joiner.memory) == 0
 
 
+def test_disk_store_commits_what_was_staged_not_what_changed_meanwhile(tmp_path):
+    """The worker stages a checkpoint, reads on while its transaction commits, then calls
+    ``committed``: RocksDB must then hold the staged state only, with the changelog offset
+    it reaches, and the changes made meanwhile must wait for the next checkpoint."""
+    exp = experiment(state="disk", ttl=90 * 86400.0)
+    disk = DiskStore(tmp_path / "db")
+    joiner = Joiner({"e": exp}, disk=disk)
+    for i in range(3):
+        joiner.on_prediction(pred(f"r{i}", "m:1", float(i), True))
+    staged = dict(disk.stage())
+    assert sorted(staged) == ["r0", "r1", "r2"]
+    joiner.on_prediction(pred("r1", "m:2", 1.0, False))   # while the commit is in flight
+    joiner.on_prediction(pred("r3", "m:1", 3.0, True))
+    disk.committed(changelog_offset=7)
+    disk.close()
+
+    reopened = DiskStore(tmp_path / "db")
+    assert len(reopened) == 3 and reopened.changelog_offset == 7
+    assert reopened.get("r3") is None and list(reopened.get("r1").preds) == ["m:1"]
+    reopened.close()
+    disk = DiskStore(tmp_path / "db")
+    joiner = Joiner({"e": exp}, disk=disk)
+    joiner.on_prediction(pred("r1", "m:2", 1.0, False))
+    assert sorted(rid for rid, _ in disk.stage()) == ["r1"]
+
+
+def test_a_disk_entry_changed_during_a_commit_stays_for_the_next_one(tmp_path):
+    exp = experiment(state="disk", ttl=90 * 86400.0)
+    disk = DiskStore(tmp_path / "db")
+    joiner = Joiner({"e": exp}, disk=disk)
+    joiner.on_prediction(pred("r1", "m:1", 1.0, True))
+    disk.stage()
+    joiner.on_prediction(pred("r1", "m:2", 1.0, False))
+    disk.committed(changelog_offset=1)
+    assert list(disk.get("r1").preds) == ["m:1", "m:2"]   # the cache keeps the newer one
+    [(rid, value)] = disk.stage()
+    disk.committed(changelog_offset=2)
+    disk.close()
+    reopened = DiskStore(tmp_path / "db")
+    assert rid == "r1" and list(reopened.get("r1").preds) == ["m:1", "m:2"]
+    assert reopened.changelog_offset == 2 and len(reopened) == 1
+
+
 def test_input_later_than_the_lateness_is_counted_and_goes_where_the_release_is():
     joiner = Joiner({"e": experiment(lateness=2.0)})
     for rid, ts in (("r1", 1.0), ("r2", 10.0)):

@@ -82,8 +82,16 @@ class JoinWithoutKafka:
         self.core.settle(backlogged=backlogged)
         self.core.take_dead_letters()
 
-    def complete(self) -> None:
+    def finish(self) -> None:
         pass
+
+    def committed(self) -> None:
+        pass
+
+    def covers(self) -> dict:
+        return {}
+
+    staged_covers: dict = {}
 
     def close(self) -> None:
         pass
@@ -92,7 +100,8 @@ class JoinWithoutKafka:
 def evaluating(evaluators: dict) -> SimpleNamespace:
     """An evaluation task's evaluators without its Kafka checkpointer."""
     return SimpleNamespace(evaluators=evaluators, stage=lambda force_snapshot: None,
-                           complete=lambda: None, close=lambda: None)
+                           finish=lambda: None, committed=lambda: None, covers=dict,
+                           staged_covers={}, partition=-1, close=lambda: None)
 
 
 def prediction(rid: str, version: str, served: bool, experiment: str = "e") -> bytes:

@@ -52,28 +52,43 @@ def stop_on_error(what: str, exc: BaseException) -> None:
                          f"{RESTART_HINT}")
 
 
-class CheckpointBeforeCommit(faust.Sensor):
-    """Faust calls this just before it commits consumer offsets: checkpoint first, so the
-    group's committed offsets never run ahead of the state (see agents/checkpoint.py).
+class BackgroundCheckpoints:
+    """The worker's checkpoints: one every ``interval`` seconds, or at once when a decision
+    waits to be published, one at a time, awaiting the broker off the event loop
+    (:meth:`Runtime.checkpoint_in_background`).
 
-    A failed checkpoint ends the process before Faust can commit: the tasks' state is then
-    ahead of what is durable (the aborted transaction took their changes with it), and only
-    a restore from the last checkpoint is right. Letting Faust crash instead left pages of
-    tracebacks and, on some paths, a process that stayed up doing nothing.
+    Faust commits the consumer group's offsets on its own timer; they never pass what the
+    last committed checkpoint covers (``app.commit_ceiling``). A checkpoint that fails ends
+    the process (:func:`stop_on_error`): the tasks' state is then ahead of what is durable
+    (the aborted transaction took their changes with it), and only a restore from the last
+    checkpoint is right.
     """
 
-    def __init__(self, runtime: Runtime, on_failure: Any = stop_on_error) -> None:
-        super().__init__()
+    def __init__(self, runtime: Runtime, interval: float) -> None:
         self.runtime = runtime
-        self.on_failure = on_failure  # not `stop`: a Sensor is a mode Service, which has one
+        self.interval = interval
+        self.lock = asyncio.Lock()  # held by a checkpoint, a revocation, the final checkpoint
+        self.stopped = False
+        self._wake = asyncio.Event()
 
-    def on_commit_initiated(self, consumer: Any) -> Any:
-        try:
-            self.runtime.checkpoint()
-        except Exception as exc:
-            self.on_failure("A checkpoint", exc)
-            raise  # if ``on_failure`` returned: raising still stops Faust's commit
-        return None
+    def wake(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self.stopped:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            async with self.lock:
+                if self.stopped:
+                    return
+                try:
+                    await self.runtime.checkpoint_in_background()
+                except Exception as exc:
+                    stop_on_error("A checkpoint", exc)
+                    return
 
 
 def prepare_topics(config: WorkerConfig) -> int:
@@ -102,7 +117,7 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
         store="memory://",
         processing_guarantee="at_least_once",
         broker_commit_interval=config.checkpoint_interval,
-        broker_commit_every=1 << 62,   # commit (and checkpoint) on the interval only
+        broker_commit_every=1 << 62,   # commit on the interval only
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
         topic_disable_leader=True,
@@ -168,7 +183,12 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
         except Exception as exc:
             stop_on_error("Evaluating the joined outcomes", exc)
 
-    app.sensors.add(CheckpointBeforeCommit(runtime))
+    checkpoints = BackgroundCheckpoints(runtime, config.checkpoint_interval)
+    runtime.publish_now = checkpoints.wake
+
+    @app.task
+    async def checkpoint() -> None:
+        await checkpoints.run()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -180,7 +200,8 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         try:
-            runtime.revoked(revoked)
+            async with checkpoints.lock:  # a checkpoint in flight ends before its tasks go
+                runtime.revoked(revoked)
         except Exception as exc:
             stop_on_error("Handing the revoked partitions back", exc)
 
@@ -189,8 +210,10 @@ def build_app(config: WorkerConfig) -> tuple[faust.App, Runtime]:
         # the consumer has stopped and committed (after a checkpoint): publish the last
         # statistics snapshot with a final checkpoint, then let go of the partitions
         runtime.watchdog.stop()
+        checkpoints.stopped = True
         try:
-            runtime.checkpoint(final=True)
+            async with checkpoints.lock:
+                runtime.checkpoint(final=True)
         except Exception as exc:
             stop_on_error("The final checkpoint", exc)
         runtime.close()

@@ -2,12 +2,15 @@
 
 A :class:`JoinTask` owns one partition of the co-partitioned input topics; an
 :class:`EvalTask` owns one partition of the internal outcomes topic (keyed by experiment).
-The Faust agents (:mod:`rollguard.agents.app`) hand them raw messages; Faust's commit calls
-:meth:`Runtime.checkpoint` first, so the consumer group never commits past a checkpoint.
+The Faust agents (:mod:`rollguard.agents.app`) hand them raw messages, an input partition's
+fetched turn at a time; the cores own their state and the tasks only move bytes between
+Faust, the cores and the checkpointer. The consumer group never commits past what a committed
+checkpoint covers (:meth:`Runtime.commit_ceiling`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -154,6 +157,8 @@ class JoinTask:
         self.progress = Progress()
         self._published_frontier: float | None = None
         self.staged_dead: dict[str, int] = {}  # dead letters by reason, logged once committed
+        #: the input offsets the staged checkpoint covers, by (topic, partition)
+        self.staged_covers: dict[tuple[str, int], int] = {}
         self.restore()
         self.recent = RecentInput(config.idle_after, self.core.next_offset,
                                   started=time.monotonic())
@@ -181,7 +186,8 @@ class JoinTask:
 
     def stage(self, backlogged: set[str]) -> None:
         """Settle and hand the checkpoint's messages to this partition's transaction
-        (:meth:`complete` commits it; :meth:`Runtime.checkpoint` does both)."""
+        (:meth:`finish` commits it, :meth:`committed` follows; :meth:`Runtime.checkpoint`
+        does all three)."""
         core = self.core
         quiet = core.events_since_settle == 0
         internal, names, p = self.internal, self.config.names, self.partition
@@ -204,14 +210,29 @@ class JoinTask:
             outputs.append(Output(internal.frontiers, str(p).encode(),
                                   encode_frontier(self.frontier), None, 0))
             self._published_frontier = self.frontier
+        self.staged_covers = self.covers()
         self.checkpointer.begin(outputs)
 
-    def complete(self) -> None:
-        """Commit the staged transaction; then the core knows what is durable."""
+    def covers(self) -> dict[tuple[str, int], int]:
+        """The next offset of each input topic the core's state has not used."""
+        names, p = self.config.names, self.partition
+        return {(getattr(names, kind), p): offset for kind, offset in self.core.next_offset.items()}
+
+    def finish(self) -> None:
+        """Wait for the broker to commit the staged transaction (any thread: it touches
+        only the checkpointer)."""
         self.checkpointer.finish()
+
+    def committed(self) -> None:
+        """The staged transaction is committed: the core learns what is durable."""
         WORKER_LOG.dead_letters.add(self.staged_dead)
         self.staged_dead = {}
         self.core.durable(self.checkpointer.last_offsets.get(self.changelogs[DISK]))
+
+    def complete(self) -> None:
+        """Commit the staged transaction, waiting here."""
+        self.finish()
+        self.committed()
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -235,6 +256,8 @@ class EvalTask:
         self.urgent = False
         self.clock = clock
         self.last_snapshot = -math.inf
+        #: the input offsets the staged checkpoint covers, by (topic, partition)
+        self.staged_covers: dict[tuple[str, int], int] = {}
         self.checkpointer = Checkpointer(config.bootstrap, f"{config.app_id}-eval-{partition}")
         for _, key, value in read_changelog(config.bootstrap, self.internal.eval_state,
                                             partition):
@@ -287,14 +310,29 @@ class EvalTask:
             for name, snapshot in core.take_snapshots():
                 snapshot["published_at"] = time.time()
                 outputs.append(Output(names.stats, name.encode(), _JSON.encode(snapshot)))
+        self.staged_covers = self.covers()
         self.checkpointer.begin(outputs)
         self.urgent = False
 
-    def complete(self) -> None:
-        """Commit the staged transaction; then its decisions are published: log them."""
+    def covers(self) -> dict[tuple[str, int], int]:
+        """The next offset of the outcomes and the control requests the state has not used."""
+        p = self.partition
+        return {(self.internal.outcomes, p): self.core.next_offset,
+                (self.config.names.control_requests, p): self.core.next_request_offset}
+
+    def finish(self) -> None:
+        """Wait for the broker to commit the staged transaction (any thread)."""
         self.checkpointer.finish()
+
+    def committed(self) -> None:
+        """The staged transaction is committed: its decisions are published; log them."""
         published, self.staged_decisions = self.staged_decisions, []
         WORKER_LOG.published(published)
+
+    def complete(self) -> None:
+        """Commit the staged transaction, waiting here."""
+        self.finish()
+        self.committed()
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -409,6 +447,13 @@ class Runtime:
         self.end_offsets = end_offsets
         self.join_tasks: dict[int, JoinTask] = {}
         self.eval_tasks: dict[int, EvalTask] = {}
+        #: the input offsets committed checkpoints cover, by (topic, partition): the most
+        #: the consumer group may commit
+        self.durable: dict[tuple[str, int], int] = {}
+        self._stuck: list[int] = []  # join partitions with unread input read none lately
+        #: publishes an evaluation task's decision now: a checkpoint of it in place, or (set
+        #: by the app) a wake-up of the background checkpoints
+        self.publish_now: Callable[[EvalTask], None] = lambda task: task.checkpoint()
         self.last_checkpoint_s = 0.0
         # process counters for the metrics (agents/metrics.py): messages read per input topic,
         # dead letters per "deadletter:<kind>:<problem>", control events per (experiment, action)
@@ -423,13 +468,19 @@ class Runtime:
     def join_task(self, partition: int) -> JoinTask:
         task = self.join_tasks.get(partition)
         if task is None:
-            task = self.join_tasks[partition] = JoinTask(self.config, partition)
+            task = self._adopt(self.join_tasks, JoinTask(self.config, partition))
         return task
 
     def eval_task(self, partition: int) -> EvalTask:
         task = self.eval_tasks.get(partition)
         if task is None:
-            task = self.eval_tasks[partition] = EvalTask(self.config, partition)
+            task = self._adopt(self.eval_tasks, EvalTask(self.config, partition))
+        return task
+
+    def _adopt(self, tasks: dict, task: Any) -> Any:
+        """Own a restored task: what its restore covers is durable already."""
+        tasks[task.partition] = task
+        self.durable.update(task.covers())
         return task
 
     # -- messages ---------------------------------------------------------------------------
@@ -454,22 +505,13 @@ class Runtime:
         for event in take(message.offset, message.key, message.value):
             self.decisions[event.experiment, event.action] += 1
         if task.urgent:  # a decision: publish it now, not at the next interval
-            task.checkpoint()
+            self.publish_now(task)
 
     def commit_ceiling(self, topic: str, partition: int) -> int | None:
         """The highest offset the consumer group may commit on ``topic[partition]``: the next
-        message the task's state has not used (None: this worker holds no state of it)."""
-        kind = self.kind_of.get(topic)
-        if kind is not None:
-            task = self.join_tasks.get(partition)
-            return None if task is None else task.core.next_offset[kind]
-        if topic == self.outcomes:
-            task = self.eval_tasks.get(partition)
-            return None if task is None else task.core.next_offset
-        if topic == self.requests_topic:
-            task = self.eval_tasks.get(partition)
-            return None if task is None else task.core.next_request_offset
-        return None
+        message the last committed checkpoint has not used (None: this worker holds no state
+        of it)."""
+        return self.durable.get((topic, partition))
 
     def resume_at(self, partition: int) -> dict[str, int]:
         """Where each input topic of a paused join partition must be read again from: the
@@ -490,8 +532,10 @@ class Runtime:
         with self.liveness.restore():
             joins = {p: self._io.submit(JoinTask, self.config, p) for p in join}
             evals = {p: self._io.submit(EvalTask, self.config, p) for p in evaluate}
-            self.join_tasks.update({p: f.result() for p, f in joins.items()})
-            self.eval_tasks.update({p: f.result() for p, f in evals.items()})
+            for future in joins.values():
+                self._adopt(self.join_tasks, future.result())
+            for future in evals.values():
+                self._adopt(self.eval_tasks, future.result())
         self._count_partitions()
         log.info("restored %d join and %d evaluation partitions in %.1f s", len(join),
                  len(evaluate), time.monotonic() - began)
@@ -501,7 +545,10 @@ class Runtime:
             tasks = self.join_tasks if tp.topic in self.kind_of else \
                 self.eval_tasks if tp.topic == self.outcomes else None
             if tasks is not None and tp.partition in tasks:
-                tasks.pop(tp.partition).close()
+                task = tasks.pop(tp.partition)
+                for key in task.covers():
+                    self.durable.pop(key, None)
+                task.close()
         self.paused &= set(self.join_tasks)
         self._count_partitions()
 
@@ -510,34 +557,63 @@ class Runtime:
                                     "paused": len(self.paused)}
 
     # -- checkpoints ----------------------------------------------------------------------
+    # A checkpoint asks the broker where the input ends, stages every task (the cores settle
+    # and say what changed: CPU work, in the event loop), commits the tasks' transactions
+    # side by side, and only then lets the consumer group commit the input offsets they
+    # cover (:meth:`commit_ceiling`). :meth:`checkpoint` waits for the broker in place (the
+    # final checkpoint, tests); :meth:`checkpoint_in_background` awaits its answers in the
+    # I/O threads, so the agents go on reading while a transaction commits.
     def checkpoint(self, *, final: bool = False) -> None:
         began = time.perf_counter()
-        tasks = list(self.join_tasks.items())
-        ends = self.end_offsets([(self.topic_of[k], p) for p, _ in tasks for k in INPUT_KINDS])
+        staged = self._stage(self.end_offsets(self._input_partitions()), final=final)
+        self.commit(staged)
+        self._committed(staged, began)
+
+    async def checkpoint_in_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        began = time.perf_counter()
+        ends = await loop.run_in_executor(self._io, self.end_offsets, self._input_partitions())
+        staged = self._stage(ends, final=False)
+        await asyncio.gather(*(loop.run_in_executor(self._io, task.finish) for task in staged))
+        self._committed(staged, began)
+
+    def _input_partitions(self) -> list[tuple[str, int]]:
+        return [(self.topic_of[k], p) for p in self.join_tasks for k in INPUT_KINDS]
+
+    def _stage(self, ends: dict[tuple[str, int], int], *,
+               final: bool) -> list[JoinTask | EvalTask]:
         self.input_ends = ends
         staged: list[JoinTask | EvalTask] = []
-        stuck = []
-        for p, task in tasks:
+        self._stuck = []
+        for p, task in list(self.join_tasks.items()):
             backlogged = {kind for kind in INPUT_KINDS
                           if ends.get((self.topic_of[kind], p), math.inf) > task.core.next_offset[kind]}
             waiting = bool(backlogged) and p not in self.paused
             if task.progress.stalled_for(sum(task.core.next_offset.values()), waiting) \
                     > self.config.stall_timeout / 2:
-                stuck.append(p)
+                self._stuck.append(p)
             task.stage(backlogged)
             self.dead_letters.update(task.staged_dead)  # those since the last settle
             staged.append(task)
         for eval_task in list(self.eval_tasks.values()):
             eval_task.stage(force_snapshot=final)
             staged.append(eval_task)
-        self.commit(staged)
+        return staged
+
+    def _committed(self, staged: list[JoinTask | EvalTask], began: float) -> None:
+        """Every staged transaction is committed: what they cover becomes committable."""
+        for task in staged:
+            task.committed()
+            if self.join_tasks.get(task.partition) is task \
+                    or self.eval_tasks.get(task.partition) is task:  # not revoked meanwhile
+                self.durable.update(task.staged_covers)
         self.last_checkpoint_s = time.perf_counter() - began
         # complete only if the join knew where its input ends (else it may hold records back)
         # and every partition with unread input read some lately
-        problem = getattr(self.end_offsets, "unknown", None) if tasks else None
-        if stuck and problem is None:
-            problem = (f"join partitions {stuck} have unread input but read none for more "
-                       f"than {self.config.stall_timeout / 2:.0f} s")
+        problem = getattr(self.end_offsets, "unknown", None) if self.join_tasks else None
+        if self._stuck and problem is None:
+            problem = (f"join partitions {self._stuck} have unread input but read none for "
+                       f"more than {self.config.stall_timeout / 2:.0f} s")
         self.liveness.checkpointed(self.last_checkpoint_s, problem)
         self.on_checkpoint(self.last_checkpoint_s)
         WORKER_LOG.dead_letters.flush()  # at most one line per 30 s
@@ -571,17 +647,14 @@ class Runtime:
             self.flow(partitions, set())
 
     def commit(self, staged: list[JoinTask | EvalTask]) -> None:
-        """Commit the staged partitions' transactions side by side.
+        """Commit the staged partitions' transactions side by side, waiting here.
 
         Every transaction is open with its messages in flight; each commit mostly waits on the
         broker, outside the GIL, so together they take about one round trip instead of one per
-        partition, while the event loop waits.
+        partition.
         """
-        if len(staged) > 1:
-            for _ in self._io.map(lambda task: task.complete(), staged):
-                pass
-        elif staged:
-            staged[0].complete()
+        for _ in self._io.map(lambda task: task.finish(), staged):
+            pass
 
     def close(self) -> None:
         for tasks in (self.join_tasks, self.eval_tasks):

@@ -221,8 +221,7 @@ class JoinPartition:
                    for rid, e in self.joiner.memory.drain_dirty()]
         disk = self.joiner.disk
         if disk is not None:
-            changes += [Change(DISK, pending_key(rid), None if e is None else encode_entry(e))
-                        for rid, e in disk.drain_dirty()]
+            changes += [Change(DISK, pending_key(rid), value) for rid, value in disk.stage()]
         changes.append(Change(STATE, META, _PACK.encode(self.meta())))
         return changes
 

@@ -149,6 +149,10 @@ class DiskStore:
         self._cache: dict[str, tuple[PendingEntry | None, float | None]] = {}
         self._dirty: set[str] = set()
         self._count = self._load_count()
+        # staged for the checkpoint in flight: request_id -> (encoded entry or None when
+        # removed, its deadline, the deadline on disk), and the count they make
+        self._staged: dict[str, tuple[bytes | None, float | None, float | None]] = {}
+        self._staged_count = self._count
 
     # keys -----------------------------------------------------------------------------
     @staticmethod
@@ -232,28 +236,48 @@ class DiskStore:
                 yield request_id, entry
 
     def drain_dirty(self) -> list[tuple[str, PendingEntry | None]]:
-        changed = [(rid, self._cache[rid][0]) for rid in self._dirty]
+        """The entries changed since the last call, encoded as they are now (see
+        :meth:`stage`), decoded back for the caller."""
+        return [(rid, None if value is None else decode_entry(value))
+                for rid, value in self.stage()]
+
+    def stage(self) -> list[tuple[str, bytes | None]]:
+        """The entries changed since the last call, encoded: what the next checkpoint
+        writes to the changelog, and what :meth:`committed` writes to RocksDB once that
+        checkpoint is durable (entries that change meanwhile wait for the next one)."""
+        staged: dict[str, tuple[bytes | None, float | None, float | None]] = {}
+        for rid in self._dirty:
+            entry, disk_deadline = self._cache[rid]
+            staged[rid] = (None, None, disk_deadline) if entry is None else \
+                (encode_entry(entry), entry.deadline, disk_deadline)
         self._dirty = set()
-        return changed
+        self._staged.update(staged)
+        self._staged_count = self._count
+        return [(rid, value) for rid, (value, _, _) in staged.items()]
 
     def committed(self, changelog_offset: int) -> None:
-        """Write the cache to RocksDB in one batch, with the changelog offset it reaches."""
+        """Write what :meth:`stage` gave to RocksDB in one batch, with the changelog offset it
+        reaches; the cache keeps only the entries changed since."""
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)
-        for request_id, (entry, disk_deadline) in self._cache.items():
-            if disk_deadline is not None and (entry is None or entry.deadline != disk_deadline):
+        for request_id, (value, deadline, disk_deadline) in self._staged.items():
+            if disk_deadline is not None and (value is None or deadline != disk_deadline):
                 batch.delete(self._xkey(disk_deadline, request_id))
-            if entry is None:
+            if value is None:
                 batch.delete(self._pkey(request_id))
             else:
-                batch.put(self._pkey(request_id), encode_entry(entry))
-                if entry.deadline != disk_deadline:
-                    batch.put(self._xkey(entry.deadline, request_id), b"")
+                batch.put(self._pkey(request_id), value)
+                if deadline != disk_deadline:
+                    batch.put(self._xkey(deadline, request_id), b"")
+            if request_id in self._dirty:  # changed again: stays, now with its disk deadline
+                self._cache[request_id] = (self._cache[request_id][0], deadline)
+            else:
+                self._cache.pop(request_id, None)
         batch.put(b"m/changelog", str(changelog_offset).encode())
-        batch.put(b"m/count", str(self._count).encode())
+        batch.put(b"m/count", str(self._staged_count).encode())
         self._db.write(batch)
-        self._cache.clear()
+        self._staged = {}
 
     def load(self, request_id: str, entry: PendingEntry | None) -> None:
         """Apply one restored changelog record straight to the database."""

@@ -1,0 +1,307 @@
+"""Label → control event latency of the worker under load, on a real broker.
+
+    .venv/bin/python bench/bench_latency.py [--quick] [--partitions 6] [--probes 60]
+                                            [--intervals 1.0,0.5] [--rate EVENTS_PER_S]
+
+1. **Calibration**: a backlog of load events (three undecided shadow experiments, as in
+   bench_throughput.py) is produced, the worker (``rollguard worker``, its own process) is
+   started on it, and its rate is the backlog over the time its consumer group took to
+   commit it all: the maximum rate. Skipped with ``--rate``.
+2. **Latency**, once per checkpoint interval: the worker runs while load events are produced
+   live at HALF that rate (event time = wall time, labels 1–5 s after their request). Every
+   second a *probe* experiment gets 20 requests with both arms' predictions and their labels
+   (the candidate right, the champion wrong: it is promoted after a few labels). A promotion's
+   ``ts`` is the event time of the outcome that decided it, which is the wall time its label
+   was produced at, so its latency is the time a consumer of the control topic receives it
+   minus that ``ts``: the whole path label → join → checkpoint → evaluator → control topic.
+
+Every experiment has ``allowed_lateness: 0s`` here, so the figure is the worker's own delay
+(a configured lateness adds itself). Figures go to stdout and to the "Label → control latency"
+section of bench/RESULTS.md (unless --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (PYTHON, broker, committed_offsets, end_offsets, fresh_prefix, log,  # noqa: E402
+                          machine_line, produce_raw, shadow_traffic, table, write_section)
+
+LOAD = ("churn", "fraud", "upsell")
+PROBE_REQUESTS = 20
+
+
+def experiments_yaml(probes: int) -> str:
+    """The three load experiments and ``probes`` probe experiments, no lateness."""
+    def one(name: str, min_samples: int) -> str:
+        return (f"- name: {name}\n  task: binary\n  mode: shadow\n  champion: m:1\n"
+                f"  candidates: [m:2]\n  primary: {{metric: accuracy, margin: 0.01}}\n"
+                f"  min_samples: {min_samples}\n  label_ttl: 1h\n  allowed_lateness: 0s\n")
+    return "".join([one(name, 500) for name in LOAD]
+                   + [one(f"probe-{i:03d}", 5) for i in range(probes)])
+
+
+def start_worker(bootstrap: str, prefix: str, exp_file: Path, interval: float,
+                 app_id: str) -> subprocess.Popen:
+    data_dir = tempfile.mkdtemp(prefix="rollguard-bench-latency-")
+    return subprocess.Popen(
+        [PYTHON, "-m", "rollguard.cli", "worker", str(exp_file), "-b", bootstrap,
+         "--topic-prefix", prefix, "--app-id", app_id, "--data-dir", data_dir,
+         "--checkpoint-interval", str(interval), "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+# -- 1. the maximum rate ----------------------------------------------------------------------
+def calibrate(bootstrap: str, exp_file: Path, partitions: int, n_events: int) -> float:
+    from rollguard.kafka.admin import create_contract_topics
+    from rollguard.streams.topics import TopicNames
+
+    names = TopicNames(fresh_prefix("blatc"))
+    create_contract_topics(bootstrap, names, partitions=partitions)
+    enc = json.dumps
+
+    def messages():
+        for event in shadow_traffic(n_events):
+            yield getattr(names, event.pop("topic")), event["request_id"].encode(), \
+                enc(event).encode()
+
+    total = produce_raw(bootstrap, messages(), total=n_events)
+    ends = end_offsets(bootstrap, list(names.inputs()))
+    app_id = f"blatc-{uuid.uuid4().hex[:6]}"
+    worker = start_worker(bootstrap, names.prefix, exp_file, 1.0, app_id)
+    began, first = time.monotonic(), None
+    try:
+        while time.monotonic() - began < 300:
+            done = committed_offsets(bootstrap, app_id, list(ends))
+            read = sum(max(0, min(done.get(tp, -1), end)) for tp, end in ends.items())
+            if read and first is None:
+                first = (time.monotonic(), read)
+            if read >= total:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("the worker did not read the calibration backlog in 300 s")
+    finally:
+        stop(worker)
+    t0, read0 = first
+    rate = (total - read0) / max(1e-9, time.monotonic() - t0)
+    log(f"calibration: the worker read {total:,} events at {rate:,.0f} events/s (from its "
+        "group's committed offsets)")
+    return rate
+
+
+# -- 2. latency under load --------------------------------------------------------------------
+class LiveLoad(threading.Thread):
+    """Load events of the three load experiments at ``rate`` events/s, event time = now."""
+
+    def __init__(self, bootstrap: str, names, rate: float, seed: int = 3) -> None:
+        super().__init__(daemon=True)
+        from confluent_kafka import Producer
+
+        self.names, self.rate, self.rng = names, rate, random.Random(seed)
+        self.producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
+                                  "linger.ms": 5, "enable.idempotence": True})
+        self.stopped = threading.Event()
+        self.produced = 0
+
+    def send(self, topic: str, event: dict) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=event["request_id"].encode(),
+                                      value=json.dumps(event).encode())
+                return
+            except BufferError:
+                self.producer.poll(0.01)
+
+    def run(self) -> None:
+        names, rng = self.names, self.rng
+        labels: list[tuple[float, str, int]] = []  # (due wall time, request id, label)
+        per_request = 3.9  # a request, two predictions, 90 % labelled
+        began, n = time.time(), 0
+        while not self.stopped.is_set():
+            now = time.time()
+            due = int((now - began) * self.rate / per_request)
+            while n < due:
+                n += 1
+                rid, name = f"load-{n}", LOAD[n % 3]
+                truth = rng.random() < 0.5
+                self.send(names.requests, {"request_id": rid, "experiment": name, "ts": now})
+                for version, right in (("1", 0.8), ("2", 0.79)):
+                    guess = truth if rng.random() < right else not truth
+                    self.send(names.predictions, {
+                        "request_id": rid, "experiment": name, "ts": now, "model": "m",
+                        "version": version, "served": version == "1", "prediction": int(guess),
+                        "latency_ms": 5.0})
+                if rng.random() < 0.9:
+                    heapq.heappush(labels, (now + rng.uniform(1, 5), rid, int(truth)))
+                self.produced += 3
+            while labels and labels[0][0] <= now:
+                _, rid, truth = heapq.heappop(labels)
+                self.send(names.labels, {"request_id": rid, "ts": time.time(), "label": truth})
+                self.produced += 1
+            self.producer.poll(0)
+            time.sleep(0.002)
+        self.producer.flush(30)
+
+
+class ControlReader(threading.Thread):
+    """Every control event, with the wall time it was received."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                                  "auto.offset.reset": "earliest",
+                                  "isolation.level": "read_committed",
+                                  "fetch.wait.max.ms": 5})
+        self.consumer.subscribe([topic])
+        self.received: list[tuple[float, dict]] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            for msg in self.consumer.consume(100, timeout=0.05):
+                if msg.error() is None:
+                    self.received.append((time.time(), json.loads(msg.value())))
+        self.consumer.close()
+
+
+def probe(load: LiveLoad, name: str) -> None:
+    """Requests and predictions of a probe experiment, then their labels, all now."""
+    names = load.names
+    for i in range(PROBE_REQUESTS):
+        rid, now = f"{name}-{i}", time.time()
+        load.send(names.requests, {"request_id": rid, "experiment": name, "ts": now})
+        for version in ("1", "2"):
+            load.send(names.predictions, {
+                "request_id": rid, "experiment": name, "ts": now, "model": "m",
+                "version": version, "served": version == "1",
+                "prediction": 1 if version == "2" else 0, "latency_ms": 5.0})
+    load.producer.flush(10)
+    for i in range(PROBE_REQUESTS):
+        load.send(names.labels, {"request_id": f"{name}-{i}", "ts": time.time(), "label": 1})
+    load.producer.poll(0)
+
+
+def measure(bootstrap: str, exp_file: Path, partitions: int, rate: float, interval: float,
+            probes: int) -> dict:
+    from rollguard.kafka.admin import create_contract_topics
+    from rollguard.streams.topics import TopicNames
+
+    names = TopicNames(fresh_prefix("blat"))
+    create_contract_topics(bootstrap, names, partitions=partitions)
+    reader = ControlReader(bootstrap, names.control)
+    reader.start()
+    worker = start_worker(bootstrap, names.prefix, exp_file, interval,
+                          f"blat-{uuid.uuid4().hex[:6]}")
+    load = LiveLoad(bootstrap, names, rate)
+    try:
+        load.start()
+        time.sleep(15)  # the group forms, the load reaches its pace
+        began = time.time()
+        for i in range(probes):
+            probe(load, f"probe-{i:03d}")
+            time.sleep(1.0)
+        time.sleep(5)
+        offered = load.produced / (time.time() - began + 15)
+    finally:
+        load.stopped.set()
+        load.join(30)
+        stop(worker)
+        reader.stopped.set()
+        reader.join(10)
+    promoted = [(got, event) for got, event in reader.received
+                if event["action"] == "promote" and event["experiment"].startswith("probe-")]
+    latencies = sorted(got - event["ts"] for got, event in promoted)
+    if worker.returncode not in (0, None, -15) and worker.stderr is not None:
+        log(worker.stderr.read()[-2000:])
+    return {"interval": interval, "rate": rate, "offered": offered, "probes": probes,
+            "promoted": len(latencies), "latencies": latencies}
+
+
+def quantile(xs: list[float], q: float) -> float:
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="20 probes, a short calibration")
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--probes", type=int, default=None)
+    ap.add_argument("--intervals", default="1.0,0.5", help="checkpoint intervals to measure")
+    ap.add_argument("--rate", type=float, default=None, help="load events/s (default: half "
+                    "the calibrated maximum)")
+    args = ap.parse_args()
+    probes = args.probes or (20 if args.quick else 100)
+    began = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="rollguard-bench-latency-"))
+    exp_file = work / "experiments.yaml"
+    exp_file.write_text(experiments_yaml(probes))
+    runs = []
+    with broker() as bootstrap:
+        maximum = None
+        if args.rate is None:
+            maximum = calibrate(bootstrap, exp_file, args.partitions,
+                                60_000 if args.quick else 150_000)
+        rate = args.rate or maximum / 2
+        for interval in (float(x) for x in args.intervals.split(",")):
+            log(f"latency: load {rate:,.0f} events/s, checkpoint interval {interval} s, "
+                f"{probes} probes ...")
+            run = measure(bootstrap, exp_file, args.partitions, rate, interval, probes)
+            lat = run["latencies"]
+            log(f"  {run['promoted']}/{probes} probes promoted; latency median "
+                f"{statistics.median(lat) if lat else float('nan'):.3f} s, p99 "
+                f"{quantile(lat, 0.99):.3f} s, max {max(lat, default=float('nan')):.3f} s")
+            runs.append(run)
+    rows = [[f"{r['interval']:g} s", f"{r['offered']:,.0f}", f"{r['promoted']} / {r['probes']}",
+             f"{statistics.median(r['latencies']) * 1000:.0f}" if r["latencies"] else "—",
+             f"{quantile(r['latencies'], 0.9) * 1000:.0f}",
+             f"{quantile(r['latencies'], 0.99) * 1000:.0f}",
+             f"{max(r['latencies'], default=float('nan')) * 1000:.0f}"] for r in runs]
+    body = "\n".join([
+        f"Command: `python bench/bench_latency.py` ({(time.monotonic() - began) / 60:.1f} min). "
+        f"Machine: {machine_line()}.",
+        "",
+        f"The worker (`rollguard worker`, its own process, {args.partitions} partitions) on a "
+        "single local broker on the same cores. "
+        + (f"Calibrated maximum: {maximum:,.0f} events/s (a backlog read by the worker, from its "
+           f"group's committed offsets); load at half of it. " if maximum else
+           f"Load given: {rate:,.0f} events/s. ")
+        + "Load: three undecided shadow experiments, live event times, labels 1–5 s after "
+        "their request. Probes: one experiment a second gets 20 requests and labels that "
+        "promote it; latency = when a consumer of the control topic received the `promote` "
+        "minus its `ts` (the wall time its deciding label was produced). Every experiment has "
+        "`allowed_lateness: 0s`.",
+        "",
+        table(["checkpoint interval", "load offered (events/s)", "probes promoted",
+               "median (ms)", "p90 (ms)", "p99 (ms)", "max (ms)"], rows),
+    ])
+    print(body)
+    if not args.quick:
+        write_section("Label → control latency", body)
+
+
+if __name__ == "__main__":
+    main()
