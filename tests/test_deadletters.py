@@ -85,7 +85,7 @@ def test_the_reasons_of_bad_messages_then_new_ones_as_they_come(kafka_bootstrap,
             follow.send_signal(signal.SIGINT)
             code = follow.wait(30)
         [new] = [line for line in seen if "bad-3" in line]
-        assert "labels[" in new and "label rejected: field 'label' is missing." in new
+        assert "labels[" in new and "label rejected: field 'label' is missing" in new
         assert code == 0 and "Traceback" not in follow.stderr.read()
         assert worker.alive()
 

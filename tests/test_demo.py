@@ -1,6 +1,7 @@
 """``rollguard demo``: deterministic traffic, models that differ for real reasons, and the fast
 mode end to end: the real worker on the real broker promotes the better candidate, rolls back
-the skewed one and walks the canary up its steps."""
+the skewed one, walks the canary up its steps and promotes the better recommender by
+interleaving."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rich.console import Console
 
 from rollguard.demo.data import FAST, NORMAL, SHARES, holdout_rows, traffic, training_rows
 from rollguard.demo.models import BETTER, CHAMPION, SKEWED, evaluate_offline, train_models
+from rollguard.demo.recommender import RECOMMENDER, page_views
 from rollguard.demo.run import experiments_text, run_demo
 from rollguard.schemas import parse_experiments
 from rollguard.streams.topics import TopicNames
@@ -72,9 +74,28 @@ def test_the_candidates_differ_for_real_reasons():
 
 def test_the_experiment_file_is_package_data():
     experiments = parse_experiments(experiments_text(), "experiments.yaml")
-    assert [e.name for e in experiments] == list(SHARES)
-    assert [e.mode for e in experiments] == ["shadow", "shadow", "canary"]
-    assert {e.champion for e in experiments} == {CHAMPION}
+    assert [e.name for e in experiments] == [*SHARES, RECOMMENDER]
+    assert [e.mode for e in experiments] == ["shadow", "shadow", "canary", "interleave"]
+    assert {e.champion for e in experiments} == {CHAMPION, "recs:1"}
+
+
+def test_page_views_are_a_pure_function_of_the_seed_and_the_candidate_is_preferred():
+    from rollguard.demo.recommender import CANDIDATE, Viewers, demo_rankers
+    from rollguard.serving.interleaving import preference, team_draft
+
+    views = list(itertools.islice(page_views(7), 600))
+    assert views == list(itertools.islice(page_views(7), 600))
+    assert views != list(itertools.islice(page_views(8), 600))
+    assert abs(len(views) / views[-1].at - FAST.rate / 4) / (FAST.rate / 4) < 0.15
+    rankers, viewers = demo_rankers(), Viewers()
+    outcomes = []
+    for view in views:
+        lists = [rankers[arm].rank(view.viewer) for arm in ("recs:1", CANDIDATE)]
+        shown = team_draft(*lists, RECOMMENDER, view.request_id)
+        outcomes.append(preference(shown, viewers.watched(view, [f for f, _ in shown])))
+    compared = [o for o in outcomes if o is not None]
+    # the taste model's films are watched more often than the popular ones, by far
+    assert len(compared) > 300 and sum(compared) / len(compared) > 0.2
 
 
 @pytest.mark.kafka
@@ -98,6 +119,11 @@ def test_fast_demo_reaches_its_decisions_on_the_real_broker(kafka_bootstrap, tmp
     assert actions["loan-shadow-v2"] == ["start", "promote", "complete"]
     assert actions["loan-shadow-v3"] == ["start", "rollback"]
     assert actions["loan-canary-v2"] == ["start", "set_traffic", "promote", "complete"]
+    recs = [e for e in sorted(control, key=lambda e: e["seq"]) if e["experiment"] == RECOMMENDER]
+    assert [e["action"] for e in recs] == ["start", "promote"]
+    assert recs[1]["champion"] == "recs:2" and recs[1]["mode"] == "interleave"
+    tally = recs[1]["evidence"]["interleaving"]["recs:2"]
+    assert tally["wins"] > tally["losses"] and "interleaved lists" in recs[1]["reason"]
     assert result.decisions["loan-shadow-v2"]["action"] == "complete"
     assert result.decisions["loan-shadow-v2"]["champion"] == BETTER
     assert "no breach" in result.decisions["loan-shadow-v2"]["reason"]
@@ -121,7 +147,7 @@ def test_fast_demo_reaches_its_decisions_on_the_real_broker(kafka_bootstrap, tmp
 
     assert result.champion_alias == (CHAMPION, BETTER)
     registry = json.loads((tmp_path / "aliases.json").read_text())
-    assert registry["champion"] == BETTER
+    assert registry["champion"] == BETTER and registry["recs-champion"] == "recs:2"
 
     # it stopped what it started; the worker stopped cleanly
     assert result.worker_exit_code == 0
@@ -134,6 +160,7 @@ def test_fast_demo_reaches_its_decisions_on_the_real_broker(kafka_bootstrap, tmp
     assert "applications answered" in text and "labels reported" in text
     assert "Decisions" in text and "evidence: loan:2 vs loan:1" in text
     assert "candidate traffic: 20% → 50% → 90% → 100%" in text
+    assert "interleaving: recs:2 won" in text
     assert "alias champion = loan:1 → loan:2" in text
     assert f"rollguard status -b {kafka_bootstrap} --topic-prefix {result.topic_prefix}" in text
     assert "Traceback" not in text

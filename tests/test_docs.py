@@ -305,7 +305,7 @@ def _decode(obj: dict, raw: bytes):
         return decode_replay_line(raw)
     if "action" in obj:
         return decode_control(raw)
-    if "label" in obj:
+    if "label" in obj or "engaged" in obj:
         return decode_label(raw)
     if "model" in obj:
         return decode_prediction(raw)

@@ -101,6 +101,13 @@ def test_prediction_may_be_absent_when_error_is_set():
     assert "unless 'error'" in reason
 
 
+def test_label_is_required_unless_engaged_items_stand_in():
+    bare = {k: v for k, v in LABEL.items() if k != "label"}
+    reason = rejected(decode_label(raw(bare)), "label", "missing", "label")
+    assert reason == ("label rejected: field 'label' is missing (it is required unless "
+                      "'engaged' is set).")
+
+
 def test_decoders_accept_bytearray_memoryview_and_str():
     for data in (bytearray(raw(LABEL)), memoryview(raw(LABEL)), json.dumps(LABEL)):
         assert decode_label(data) == decode_label(raw(LABEL))
@@ -119,7 +126,8 @@ def test_bounds_are_inclusive_where_the_contract_says_so():
 @pytest.mark.parametrize("decode, noun, example", CASES)
 def test_each_required_field_missing_is_named(decode, noun, example):
     optional = {"unit", "segments", "features", "score", "latency_ms", "error", "reward"}
-    required = [k for k in example if k not in optional and k != "prediction"]
+    # prediction and label are required unless another field stands in (their own tests)
+    required = [k for k in example if k not in optional and k not in ("prediction", "label")]
     for name in required:
         data = raw({k: v for k, v in example.items() if k != name})
         reason = rejected(decode(data), noun, "missing", name)
@@ -186,7 +194,7 @@ def test_out_of_range_numbers_are_named_with_the_range(decode, noun, example, fi
     (decode_control, "control event", CONTROL, "action", "stop",
      "must be one of 'complete', 'hold', 'pause', 'promote', 'resume', 'rollback', 'set_traffic', 'start', got \"stop\""),
     (decode_control, "control event", CONTROL, "mode", "AB",
-     "must be one of 'ab', 'bandit', 'canary', 'shadow', got \"AB\""),
+     "must be one of 'ab', 'bandit', 'canary', 'interleave', 'shadow', got \"AB\""),
     (decode_control, "control event", CONTROL, "champion", "churn",
      "must be a 'model:version' string, got \"churn\""),
 ])

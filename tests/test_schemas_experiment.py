@@ -156,8 +156,10 @@ def test_unknown_keys_are_errors_with_a_suggestion_and_the_allowed_keys():
 
 @pytest.mark.parametrize("changes, key, words", [
     ({"name": "churn v7"}, "name", "must be a name of letters, digits and . _ : -"),
-    ({"task": "ranking"}, "task", "must be one of 'binary', 'multiclass', 'regression'"),
-    ({"mode": "abtest"}, "mode", "must be one of 'ab', 'bandit', 'canary', 'shadow'"),
+    ({"task": "ranker"}, "task", "must be one of 'binary', 'multiclass', 'ranking', "
+                                 "'regression'"),
+    ({"mode": "abtest"}, "mode", "must be one of 'ab', 'bandit', 'canary', 'interleave', "
+                                 "'shadow'"),
     ({"champion": "churn"}, "champion", "must be a 'model:version' string"),
     ({"candidates": []}, "candidates", "must be a list of 'model:version' strings of at least "
                                        "1 item, got an empty array"),
@@ -165,7 +167,8 @@ def test_unknown_keys_are_errors_with_a_suggestion_and_the_allowed_keys():
     ({"candidates": ["churn:6"]}, "candidates", "holds the champion \"churn:6\""),
     ({"candidates": ["churn:7", "churn:7"]}, "candidates", 'lists "churn:7" twice'),
     ({"primary": {"metric": "auc"}}, "primary.metric", "must be one of 'abs_error', "
-                                                       "'accuracy', 'brier', 'log_loss'"),
+                                                       "'accuracy', 'brier', 'hit_rate_at_k', "
+                                                       "'log_loss', 'ndcg_at_k'"),
     ({"primary": {"metric": "accuracy", "margin": -0.1}}, "primary.margin",
      "must be a number >= 0, got -0.1"),
     ({"primary": {"metric": "log_loss", "clip": 0}}, "primary.clip", "must be a number > 0"),

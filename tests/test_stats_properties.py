@@ -36,11 +36,18 @@ from rollguard.stats import (
     Hourly,
     LogLoss,
     MeanVariance,
+    NDCG,
+    HitRate,
     MulticlassConfusion,
     PairStats,
+    PrecisionAtK,
+    Preference,
     Proportion,
     QuantileSketch,
+    RankingStats,
+    ReciprocalRank,
     RegressionStats,
+    Reward,
     ServingStats,
     Statistic,
     codec,
@@ -92,6 +99,11 @@ wide = st.one_of(  # sketch inputs: zeros, negatives, magnitudes from 1e-6 to 1e
     st.floats(min_value=-1e6, max_value=-1e-6),
 )
 labels = st.sampled_from(["a", "b", "c", 1, 2])
+# a ranked list (distinct items, best first) and the engaged items (a list or item -> gain)
+ranked_lists = st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=8, unique=True)
+engaged_items = st.one_of(
+    st.lists(st.sampled_from("abcdefghxyz"), max_size=4, unique=True),
+    st.dictionaries(st.sampled_from("abcdefghxyz"), st.integers(1, 3).map(float), max_size=4))
 
 
 # each feed helper applies one event and returns what the update method returned
@@ -222,6 +234,16 @@ CASES = [
         "Hourly-ClassificationStats",
         lambda: Hourly(lambda: ClassificationStats("binary", auc_bins=10), width=10.0, keep=100),
         st.tuples(st.floats(0.0, 200.0), st.booleans(), st.booleans(), st.none() | unit_score),
+        feed_args,
+    ),
+    *[Case(cls.__name__, lambda cls=cls: cls(k=3), st.tuples(ranked_lists, engaged_items),
+           feed_args) for cls in (HitRate, ReciprocalRank, NDCG, PrecisionAtK)],
+    Case("Reward", Reward, milli),
+    Case("Preference", Preference, st.tuples(st.integers(0, 3), st.integers(0, 3)), feed_args),
+    Case(
+        "RankingStats",
+        lambda: RankingStats(k=4),
+        st.tuples(ranked_lists, engaged_items, st.none() | milli),
         feed_args,
     ),
     Case(

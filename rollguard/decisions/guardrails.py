@@ -17,6 +17,10 @@ candidates), like the primary metric.
   a condition known when they arrive keeps the sequence anytime-valid (optional sampling of
   an i.i.d. stream is again i.i.d.).
 - ``agreement``: ``min`` → mean of "same prediction as the champion" (label-free proxy).
+- ``hit_rate_at_k``/``reciprocal_rank``/``ndcg_at_k``/``precision_at_k``/``reward``
+  (ranking tasks, optionally in a ``segment``): ``min`` → the mean of the per-request metric
+  of the candidate's own lists (bounded in [0, 1]; the reward unbounded, with the
+  asymptotic sequence).
 - ``srm``: sample-ratio mismatch of the served split against the published traffic
   (Lindon & Malek 2022 e-process); one per experiment.
 - ``score_psi`` / ``score_ks``: ``max`` → drift of the candidate's scores against its first
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from rollguard.schemas.experiment import Experiment
 
 _QUANTILE = {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
+_RANKING = ("hit_rate_at_k", "reciprocal_rank", "ndcg_at_k", "precision_at_k", "reward")
 
 
 def _segment_text(segment) -> str:
@@ -96,6 +101,10 @@ class Monitor:
     def _compute_status(self) -> str:
         return self.test.status()
 
+    def failed(self) -> bool:
+        """Whether the guardrail fails (the policy asks after every record)."""
+        return self.status() == FAIL
+
     def confidence(self, pct: str) -> str:
         """How sure a failure is, for its reason: ``with 95% confidence`` where the test
         guarantees it; a heuristic says so instead."""
@@ -127,6 +136,10 @@ class LatencyRatio(Monitor):
             self._feed("candidate", cand.latency_ms)
         if champ is not None and champ.latency_ms is not None:
             self._feed("champion", champ.latency_ms)
+
+    def failed(self) -> bool:
+        # the ratio test settles "fail" alone; its pass statistic is read only to promote
+        return self._status == FAIL if self._status is not None else self.test.failed()
 
     def explain(self) -> str:
         """The estimates and the e-value of the ratio test (a test of the ratio itself, not
@@ -209,6 +222,24 @@ class Quality(Monitor):
                 self._feed(1.0 if reader.actual_positive(label) else 0.0)
         elif reader.actual_positive(label):  # recall
             self._feed(1.0 if reader.predicted_positive(cand) else 0.0)
+
+
+class RankingQuality(Monitor):
+    """A ranking metric of the candidate's lists (or its reward), optionally in a segment."""
+
+    def __init__(self, metric: str, limit: float, segment, alpha: float,
+                 tracks_average: bool = False) -> None:
+        bounds = (None, None) if metric == "reward" else (0.0, 1.0)
+        super().__init__(f"{metric}{_segment_text(segment)} >= {limit:g}",
+                         ThresholdTest(alpha, *bounds, min=limit, tracks_average=tracks_average))
+        self.metric, self.segment = metric, dict(segment) if segment else None
+
+    def on_outcome(self, record, cand, champ, reader) -> None:
+        if cand is None or not _matches(record, self.segment):
+            return
+        value = reader.ranking_score(self.metric, cand, record.label, record.reward)
+        if value is not None:
+            self._feed(value)
 
 
 class Agreement(Monitor):
@@ -359,6 +390,8 @@ def monitors_for(experiment: Experiment, alpha: float, arm: str, *,
             monitors.append(Quality(m, g.min, g.segment, alpha, **mean))
         elif m == "agreement":
             monitors.append(Agreement(g.min, alpha, **mean))
+        elif m in _RANKING:
+            monitors.append(RankingQuality(m, g.min, g.segment, alpha, **mean))
         elif m in ("score_psi", "score_ks"):
             monitors.append(ScoreDrift(m, g.max, reference_n, score_reference, alpha))
     return monitors

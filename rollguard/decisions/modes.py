@@ -5,7 +5,8 @@ the final decision), the candidates' tracks and the events; a mode says only wha
 
 - which traffic and shadow arms the experiment starts with (:meth:`Mode.routing`);
 - how an outcome feeds the primary metric (:meth:`Mode.observe`): both arms' scores of a
-  request in shadow mode, the serving arm's outcome in the others;
+  request in shadow mode, which ranker's items the user engaged with in interleave mode,
+  the serving arm's outcome in the others;
 - what happens once candidates may be promoted (:meth:`Mode.advance`): a promotion, the
   next canary step, or, for a bandit, the promotion or a new allocation;
 - how traffic is shared once a candidate is dropped (:meth:`Mode.without`).
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from rollguard.decisions.bandit import Posteriors, allocation, seed_for
 from rollguard.decisions.tracks import PairedDelta, SplitDelta
 from rollguard.schemas.events import ControlEvent
+from rollguard.serving.interleaving import credit, team_draft
 from rollguard.schemas.experiment import Experiment
 from rollguard.streams.records import JoinedRecord
 
@@ -73,7 +75,8 @@ class Mode:
         """An outcome of the arm that served: the champion's counts for every candidate."""
         served = record.served_arm
         view = record.view(served) if served is not None else None
-        score = policy.reader.score(view, record.label) if view is not None else None
+        score = policy.reader.score(view, record.label, record.reward) \
+            if view is not None else None
         if score is None:
             return
         tracks = policy.active_tracks()
@@ -120,14 +123,14 @@ class ShadowMode(Mode):
         return {exp.champion: 1.0}, list(exp.candidates)
 
     def observe(self, policy: Policy, record: JoinedRecord) -> None:
-        reader, label = policy.reader, record.label
+        reader, label, reward = policy.reader, record.label, record.reward
         champ = record.view(policy.champion)
-        champ_score = reader.score(champ, label) if champ is not None else None
+        champ_score = reader.score(champ, label, reward) if champ is not None else None
         if champ_score is None:
             return
         for track in policy.active_tracks():
             cand = record.view(track.arm)
-            score = reader.score(cand, label) if cand is not None else None
+            score = reader.score(cand, label, reward) if cand is not None else None
             if score is not None:
                 track.delta.add_pair(score, champ_score)
 
@@ -260,8 +263,106 @@ class BanditMode(Mode):
         self.seen, self.prob_best = d["bandit_seen"], d["prob_best"]
 
 
+class InterleaveMode(Mode):
+    """Team-draft interleaving of two rankers (Radlinski, Kurup & Joachims 2008; Chapelle,
+    Joachims, Radlinski & Yue 2012).
+
+    Both rankers rank every request (the champion's prediction is the served one); the user
+    sees their team-draft merge (:mod:`rollguard.serving.interleaving`: the Router's
+    :meth:`~rollguard.serving.Route.shown` and this worker build the same list from the two
+    predictions and the request id), and each engaged item credits the ranker that placed
+    it. A request the user engaged with gives one pair to the paired test: the candidate
+    won (1, 0), lost (0, 1) or tied (0, 0), so Δ is the preference P(win) − P(loss) among
+    requests with engagement, in [−1, 1], tested against −margin by the same anytime-valid
+    sequence as shadow mode's per-request differences. Requests without engagement say
+    nothing and are counted apart; ``min_samples`` counts the compared requests.
+
+    In the bake window the promoted ranker serves and the former champion's list stays
+    interleaved with it, the team draft's roles following the served prediction.
+    """
+
+    name = "interleave"
+    delta = PairedDelta
+    splits_traffic = False
+
+    def __init__(self, experiment: Experiment) -> None:
+        super().__init__(experiment)
+        #: per candidate: wins, losses, ties, requests without engagement, and requests
+        #: missing one ranker's list (not compared)
+        self.tally = {c: dict.fromkeys(_TALLY, 0) for c in experiment.candidates}
+
+    def routing(self) -> tuple[dict[str, float], list[str]]:
+        exp = self.experiment
+        return {exp.champion: 1.0}, list(exp.candidates)
+
+    def observe(self, policy: Policy, record: JoinedRecord) -> None:
+        engaged = record.label
+        served = record.served_arm
+        if not isinstance(engaged, (list, dict)) or served is None:
+            return
+        for track in policy.active_tracks():
+            pair = (policy.champion, track.arm)
+            if served not in pair:
+                continue
+            other = pair[1] if served == pair[0] else pair[0]
+            tally = self.tally.setdefault(track.arm, dict.fromkeys(_TALLY, 0))
+            first, second = record.view(served), record.view(other)
+            if second is None or not _ranked(first) or not _ranked(second):
+                tally["one_list"] += 1
+                continue
+            shown = team_draft(first.prediction, second.prediction, record.experiment,
+                               record.request_id)
+            by_served, by_other = credit(shown, engaged)
+            cand, champ = (by_served, by_other) if served == track.arm else (by_other, by_served)
+            if cand == champ == 0:
+                tally["no_engagement"] += 1
+                continue
+            tally["wins" if cand > champ else "losses" if cand < champ else "ties"] += 1
+            track.delta.add_pair(float(cand > champ), float(champ > cand))
+
+    def advance(self, policy: Policy, ready: list[str], ts: float) -> list[ControlEvent]:
+        if not ready:
+            return []
+        best = ready[0]
+        delta = policy.tracks[best].delta
+        lo, _ = delta.interval()
+        t = self.tally.get(best, {})
+        how = ("prefer its ranking to the champion's" if not policy.margin else
+               f"prefer the champion's ranking to it by at most the margin {policy.margin:g}")
+        reason = (f"{best} is promoted: users {how} in the interleaved lists "
+                  f"(preference Δ = P(win) − P(loss) ≥ {signed(lo)} with "
+                  f"{pct(delta.alpha)} confidence, estimate {signed(delta.estimate())}; "
+                  f"{t.get('wins', 0)} wins, {t.get('losses', 0)} losses, {t.get('ties', 0)} "
+                  f"ties over {delta.counts()[1]} requests with engagement) and every "
+                  "guardrail passes")
+        return [policy.promote(best, ts, reason)]
+
+    def start_reason(self, policy: Policy) -> str:
+        exp = self.experiment
+        return (f"The experiment starts in interleave mode: every request shows the "
+                f"team-draft interleaving of {exp.champion}'s and {exp.candidates[0]}'s "
+                "lists, and an engaged item credits the ranker that placed it.")
+
+    def evidence(self) -> dict[str, Any]:
+        return {"interleaving": {arm: dict(t) for arm, t in self.tally.items()}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"interleaving": {arm: dict(t) for arm, t in self.tally.items()}}
+
+    def load(self, d: dict[str, Any]) -> None:
+        self.tally = {arm: dict(t) for arm, t in d["interleaving"].items()}
+
+
+_TALLY = ("wins", "losses", "ties", "no_engagement", "one_list")
+
+
+def _ranked(view) -> bool:
+    return view is not None and view.error is None and isinstance(view.prediction, list)
+
+
 #: every mode by the name the experiment file gives
-MODES: dict[str, type[Mode]] = {m.name: m for m in (Mode, ShadowMode, CanaryMode, BanditMode)}
+MODES: dict[str, type[Mode]] = {m.name: m for m in (Mode, ShadowMode, CanaryMode, BanditMode,
+                                                    InterleaveMode)}
 
 
 def mode_for(experiment: Experiment) -> Mode:

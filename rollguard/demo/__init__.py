@@ -2,7 +2,8 @@
 
 Three experiments run side by side on loan applications (River's Agrawal data): a better
 candidate in shadow mode, a candidate with a training/serving skew in shadow mode, and a
-canary whose traffic share grows as the worker's analyses pass. See docs/demo.md.
+canary whose traffic share grows as the worker's analyses pass; a fourth compares two film
+recommenders by interleaving their lists. See docs/demo.md.
 
     from rollguard.demo import run_demo
     result = run_demo(fast=True)        # prints progress, then the decisions

@@ -110,6 +110,16 @@ def traffic(seed: int, pace: Pace = FAST,
                           label_delay=None if never else round(delay, 3))
 
 
+def all_traffic(seed: int, pace: Pace = FAST) -> Iterator[object]:
+    """The loan applications and the recommender's page views
+    (:mod:`rollguard.demo.recommender`), merged in the order they come."""
+    import heapq
+
+    from rollguard.demo.recommender import page_views
+
+    return heapq.merge(traffic(seed, pace), page_views(seed, pace), key=lambda item: item.at)
+
+
 #: the experiments of experiments.yaml and their shares of the applications: the canary sees
 #: half (its candidate gets only 20% of that at first), each shadow experiment a quarter
 SHARES = {"loan-shadow-v2": 0.25, "loan-shadow-v3": 0.25, "loan-canary-v2": 0.5}

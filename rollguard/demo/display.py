@@ -198,6 +198,13 @@ def decisions_summary(views: dict[str, ExperimentView], started: float | None,
                 f" ({level:.4g}% confidence sequence, {kind}),"
                 f" n {fmt_count(n.get(original))}/{fmt_count(n.get(arm))}; guardrails: {guards}",
                 style="dim"), (0, 0, 0, 2)))
+        for arm, tally in (evidence.get("interleaving") or {}).items():
+            blocks.append(Padding(Text(
+                f"interleaving: {arm} won {fmt_count(tally.get('wins'))}, lost "
+                f"{fmt_count(tally.get('losses'))} and tied {fmt_count(tally.get('ties'))} "
+                f"requests against {original}; "
+                f"{fmt_count(tally.get('no_engagement'))} without engagement", style="dim"),
+                (0, 0, 0, 2)))
         path = [e for e in view.history if e.get("action") in ("start", "set_traffic", *FINAL)]
         if view.mode in ("canary", "ab", "bandit") and len(path) > 1:
             steps = []

@@ -301,7 +301,9 @@ class _Run:
 
     # -- the steps ------------------------------------------------------------------------
     def execute(self) -> DemoResult:
+        from rollguard.demo import recommender
         from rollguard.demo.models import evaluate_offline, train_models
+        from rollguard.demo.recommender import demo_rankers
         from rollguard.demo.service import LoanService
         from rollguard.kafka.admin import TopicError, create_contract_topics
         from rollguard.schemas import load_experiments
@@ -339,13 +341,19 @@ class _Run:
                       f"approval rule {demo_data.RULE}); accuracy on {demo_data.HOLDOUT_ROWS:,} "
                       "held-out applications, as each model's team measured it:")
         console.print(models_table(models, demo_data.TRAIN_ROWS, demo_data.HOLDOUT_ROWS))
+        console.print(f"\nRecommender: {recommender.FILMS} films, {recommender.VIEWERS:,} "
+                      f"viewers, {recommender.K} films per page view; "
+                      + "; ".join(f"{r.arm} {r.title}" for r in demo_rankers().values()) + ".",
+                      highlight=False)
         console.print("\nExperiments (" + str(experiments_path) + "):")
         for exp in experiments:
             extra = f", steps {' → '.join(f'{100 * s:g}%' for s in exp.canary.steps)}" \
                 if exp.canary else ""
             share = demo_data.SHARES.get(exp.name, 0.0)
-            console.print(f"  {exp.name:<15} {exp.mode:<7} {exp.champion} vs "
-                          f"{', '.join(exp.candidates)}  {100 * share:g}% of applications{extra}",
+            what = f"{100 * share:g}% of applications" if exp.task != "ranking" else \
+                f"{recommender.RATE_SHARE * self.pace.rate:g} page views/s"
+            console.print(f"  {exp.name:<18} {exp.mode:<10} {exp.champion} vs "
+                          f"{', '.join(exp.candidates)}  {what}{extra}",
                           highlight=False, soft_wrap=True)
         console.print("")
 
@@ -411,7 +419,7 @@ class _Run:
                             "for a fresh one, or give a new one.")
 
     def _start_traffic(self) -> None:
-        applications = demo_data.traffic(self.seed, self.pace)
+        applications = demo_data.all_traffic(self.seed, self.pace)
 
         def replay() -> None:
             try:

@@ -188,7 +188,7 @@ class _Service:
     def _start_traffic(self) -> None:
         # a fresh run id in every request id: a restarted service never repeats one
         applications = (replace(app, request_id=f"{app.request_id}-{self.run_id}")
-                        for app in demo_data.traffic(self.seed, self.pace))
+                        for app in demo_data.all_traffic(self.seed, self.pace))
 
         def replay() -> None:
             try:

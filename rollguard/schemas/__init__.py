@@ -2,7 +2,7 @@
 
 >>> from rollguard.schemas import decode_label, Invalid
 >>> decode_label(b'{"request_id": "r1", "ts": 1700000000.5, "label": true}')
-Label(request_id='r1', ts=1700000000.5, label=True, reward=None)
+Label(request_id='r1', ts=1700000000.5, label=True, reward=None, engaged=None, gains=None)
 >>> bad = decode_label(b'{"request_id": "r1", "ts": -1, "label": true}')
 >>> isinstance(bad, Invalid), bad.problem, bad.field
 (True, 'out_of_range', 'ts')

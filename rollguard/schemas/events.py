@@ -42,7 +42,7 @@ from msgspec import Meta, Struct
 
 __all__ = [
     "MAX_EVENT_BYTES", "HEADER_ERROR", "HEADER_TOPIC", "HEADER_PARTITION", "HEADER_OFFSET",
-    "DEADLETTER_HEADERS", "EVENT_KINDS", "REPLAY_KINDS", "TRAFFIC_SUM_TOLERANCE",
+    "DEADLETTER_HEADERS", "EVENT_KINDS", "REPLAY_KINDS", "TRAFFIC_SUM_TOLERANCE", "MAX_ITEMS",
     "Request", "Prediction", "Label", "ControlEvent", "ControlRequest", "DeadLetter", "Invalid",
     "Event", "decode_request", "decode_prediction", "decode_label", "decode_control",
     "decode_control_request", "decode_event",
@@ -86,6 +86,9 @@ Scalar = int | float | str | bool
 Arm = Annotated[str, Meta(pattern=r"^[^:]+:.+$", description="An arm: 'model:version'.",
                           extra={"expect": "a 'model:version' string"})]
 Share = Annotated[float, Meta(ge=0, le=1)]
+#: the most items a ranked list (or a label's engaged items) may hold
+MAX_ITEMS = 1000
+ItemId = Annotated[str, Meta(min_length=1)]
 
 
 class _Event(Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=False):
@@ -132,21 +135,36 @@ class Prediction(_Event):
                                "prediction may then be absent.")] | None = None
     unit: Unit | None = None
     segments: Segments | None = None
+    items: Annotated[list[ItemId], Meta(min_length=1, max_length=MAX_ITEMS, description=(
+        "Ranking tasks: the ranked item ids, best first (the top k), each once; in place of "
+        "prediction."))] | None = None
+    item_scores: Annotated[list[float], Meta(max_length=MAX_ITEMS, description=(
+        "Ranking tasks: the model's score of each item of items, in the same order."))] \
+        | None = None
 
     def __post_init__(self) -> None:
         prediction, score, latency, ts = self.prediction, self.score, self.latency_ms, self.ts
-        if prediction is None and self.error is None:
+        if prediction is None and self.error is None and self.items is None:
             raise ValueError("field 'prediction' is missing (it is required unless 'error' "
-                             "is set)")
+                             "or 'items' is set)")
         if (ts - ts or (score is not None and score - score)
                 or (latency is not None and latency - latency)
                 or (type(prediction) is float and prediction - prediction)):
             _raise_nonfinite(self, ("ts", "score", "latency_ms", "prediction"))
+        if self.items is not None or self.item_scores is not None:
+            _check_listed(self.items, self.item_scores, prediction,
+                          ("items", "item_scores", "prediction"),
+                          "a ranking gives its items instead of a prediction")
 
     @property
     def arm(self) -> str:
         """``"model:version"``: the arm this prediction belongs to."""
         return f"{self.model}:{self.version}"
+
+    @property
+    def output(self) -> Scalar | list[str] | None:
+        """What the model answered: the ranked ``items`` of a ranking, else ``prediction``."""
+        return self.prediction if self.items is None else self.items
 
 
 class Label(_Event):
@@ -155,16 +173,40 @@ class Label(_Event):
     request_id: RequestId
     ts: Annotated[float, Meta(ge=0, description="When the truth became known: seconds since "
                               "the epoch (UTC), a finite number >= 0.")]
-    label: Annotated[Scalar, Meta(description="True class, or true value for regression.")]
-    reward: Annotated[float, Meta(description="Business reward for bandit allocation; default:"
-                                  " 1 if the served prediction was correct else 0.")] \
+    label: Annotated[Scalar, Meta(description="True class, or true value for regression. "
+                                  "Required unless engaged is set.")] | None = None
+    reward: Annotated[float, Meta(description="Business reward, for bandit allocation and the "
+                                  "reward metric; default: 1 if the served prediction was "
+                                  "correct (ranking: had an engaged item in its top k) else "
+                                  "0.")] | None = None
+    engaged: Annotated[list[ItemId], Meta(max_length=MAX_ITEMS, description=(
+        "Ranking tasks: the items the user engaged with (clicked, watched, bought), each "
+        "once; empty when none; in place of label."))] | None = None
+    gains: Annotated[list[Annotated[float, Meta(gt=0)]], Meta(
+        max_length=MAX_ITEMS, description="Ranking tasks: the graded gain of each engaged "
+                                          "item, in the same order (default: 1 each).")] \
         | None = None
 
     def __post_init__(self) -> None:
         ts, label, reward = self.ts, self.label, self.reward
+        if label is None and self.engaged is None:
+            raise ValueError("field 'label' is missing (it is required unless 'engaged' is "
+                             "set)")
         if (ts - ts or (type(label) is float and label - label)
                 or (reward is not None and reward - reward)):
             _raise_nonfinite(self, ("ts", "label", "reward"))
+        if self.engaged is not None or self.gains is not None:
+            _check_listed(self.engaged, self.gains, label, ("engaged", "gains", "label"),
+                          "a ranking's label gives the engaged items instead of a label")
+
+    @property
+    def truth(self) -> Scalar | list[str] | dict[str, float] | None:
+        """What the join carries as the truth: ``label``; for a ranking, the engaged items (a
+        list), or item → gain when ``gains`` are given."""
+        engaged = self.engaged
+        if engaged is None:
+            return self.label
+        return list(engaged) if self.gains is None else dict(zip(engaged, self.gains))
 
 
 class ControlEvent(_Event):
@@ -183,7 +225,7 @@ class ControlEvent(_Event):
     action: Annotated[Literal["start", "set_traffic", "promote", "rollback", "hold",
                               "complete", "pause", "resume"],
                       Meta(description="What the serving layer must do.")]
-    mode: Literal["shadow", "ab", "canary", "bandit"]
+    mode: Literal["shadow", "ab", "canary", "bandit", "interleave"]
     champion: Annotated[Arm, Meta(description="The 'model:version' that serves by default.")]
     traffic: Annotated[dict[Arm, Share], Meta(
         description="'model:version' -> share of served traffic, summing to 1.")]
@@ -468,7 +510,7 @@ def decode_replay_line(line: bytes, *, max_bytes: int = MAX_EVENT_BYTES
     ``topic`` field is not part of the event.
 
     >>> decode_replay_line(b'{"topic": "labels", "request_id": "r1", "ts": 9, "label": true}')
-    ('labels', Label(request_id='r1', ts=9.0, label=True, reward=None))
+    ('labels', Label(request_id='r1', ts=9.0, label=True, reward=None, engaged=None, gains=None))
     >>> print(decode_replay_line(b'{"topic": "control"}').reason)  # doctest: +NORMALIZE_WHITESPACE
     replay line rejected: field 'topic' must be one of 'labels', 'predictions', 'requests',
     got "control".
@@ -545,6 +587,38 @@ def _utf8_checked(event: Struct, data: Any) -> Struct | Invalid:
         return _invalid(_NOUN[type(event)], "not_utf8", f"the value is not UTF-8 (byte "
                         f"0x{raw[bad.start]:02x} at position {bad.start})", None)
     return event
+
+
+def _check_listed(items: list[str] | None, values: list[float] | None, other: Any,
+                  names: tuple[str, str, str], why: str) -> None:
+    """A ranking's list (``items``, or a label's ``engaged``): without the field it stands in
+    for (``other``), each item once, its numbers (``values``) one per item and finite."""
+    listed, numbered, other_name = names
+    if items is None:
+        raise ValueError(f"field '{numbered}' applies only with '{listed}'")
+    if other is not None:
+        raise ValueError(f"field '{listed}' is set, and so is '{other_name}': {why}")
+    _check_distinct(listed, items)
+    if values is not None:
+        if len(values) != len(items):
+            raise ValueError(f"field '{numbered}' must hold one number per item of '{listed}' "
+                             f"({len(items)}), got {len(values)}")
+        _check_finite(numbered, values)
+
+
+def _check_distinct(name: str, items: list[str]) -> None:
+    if len(set(items)) != len(items):
+        seen: set[str] = set()
+        for item in items:
+            if item in seen:
+                raise ValueError(f"field '{name}' lists the item {preview(item)} twice")
+            seen.add(item)
+
+
+def _check_finite(name: str, numbers: list[float]) -> None:
+    for i, x in enumerate(numbers):
+        if x - x:
+            raise ValueError(f"field '{name}[{i}]' is {'NaN' if x != x else 'infinite'}")
 
 
 def _raise_nonfinite(event: Struct, names: tuple[str, ...]) -> None:

@@ -43,18 +43,24 @@ from rollguard.schemas.events import (Arm, ControlEvent, Scalar, Share,
                                       describe_value, dotted_path, first_nonfinite, preview)
 
 __all__ = [
-    "Experiment", "Primary", "Guardrail", "Canary", "Bandit", "Reference", "Notify",
+    "Experiment", "Primary", "Guardrail", "Canary", "Bandit", "Reference", "Notify", "Ranking",
     "ExperimentError",
     "ExperimentFile", "load_experiments", "parse_experiments", "TASKS", "MODES",
     "PRIMARY_METRICS", "GUARDRAIL_METRICS", "DEFAULT_POSITIVE_LABELS",
 ]
 
-TASKS = ("binary", "multiclass", "regression")
-MODES = ("shadow", "ab", "canary", "bandit")
+TASKS = ("binary", "multiclass", "regression", "ranking")
+MODES = ("shadow", "ab", "canary", "bandit", "interleave")
+#: the ranking metrics of the served list (per request, in [0, 1]), primary or guardrail
+RANKING_METRICS = ("hit_rate_at_k", "reciprocal_rank", "ndcg_at_k", "precision_at_k")
+#: the primary metric of mode interleave: the users' preference in the interleaved lists
+PREFERENCE = "preference"
 #: primary metric -> the tasks it is defined for
 PRIMARY_METRICS = {
     "accuracy": ("binary", "multiclass"), "log_loss": ("binary",), "brier": ("binary",),
-    "abs_error": ("regression",), "sq_error": ("regression",)}
+    "abs_error": ("regression",), "sq_error": ("regression",),
+    **{metric: ("ranking",) for metric in RANKING_METRICS}, "reward": ("ranking",),
+    PREFERENCE: ("ranking",)}
 #: the unbounded losses, which `primary.clip` may bound
 CLIPPABLE_METRICS = ("log_loss", "abs_error", "sq_error")
 #: labels that count as positive when `positive_label` is left at its default (true)
@@ -83,6 +89,11 @@ _PROPORTION = Annotated[float, Meta(ge=0, le=1)]
 _LATENCY_RULE = _GuardrailRule(bounds={"max_ratio": _POSITIVE, "max": _POSITIVE})
 _CLASS_RATE_RULE = _GuardrailRule(bounds={"min": _PROPORTION}, tasks=("binary", "multiclass"),
                                   segment=True)
+#: a ranking metric of the candidate's own lists: not in mode interleave, whose users see a
+#: merged list (its preference is the comparison there)
+_RANKING_MODES = ("shadow", "ab", "canary", "bandit")
+_RANKING_RATE_RULE = _GuardrailRule(bounds={"min": _PROPORTION}, tasks=("ranking",),
+                                    modes=_RANKING_MODES, segment=True)
 #: what each guardrail metric takes: its bounds, the tasks and modes where it makes sense
 GUARDRAIL_RULES: dict[str, _GuardrailRule] = {
     "latency_p50_ms": _LATENCY_RULE, "latency_p95_ms": _LATENCY_RULE,
@@ -94,6 +105,9 @@ GUARDRAIL_RULES: dict[str, _GuardrailRule] = {
     "score_psi": _GuardrailRule(bounds={"max": _POSITIVE}, tasks=("binary",)),
     "score_ks": _GuardrailRule(bounds={"max": Annotated[float, Meta(gt=0, le=1)]},
                                tasks=("binary",)),
+    **{metric: _RANKING_RATE_RULE for metric in RANKING_METRICS},
+    "reward": _GuardrailRule(bounds={"min": float}, tasks=("ranking",), modes=_RANKING_MODES,
+                             segment=True),
 }
 GUARDRAIL_METRICS = tuple(GUARDRAIL_RULES)
 
@@ -108,11 +122,15 @@ class _Section(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Primary(_Section):
-    """The primary metric: a per-request loss, compared as candidate minus champion."""
+    """The primary metric: a per-request loss or gain, compared as candidate minus champion."""
 
-    metric: Annotated[Literal["accuracy", "log_loss", "brier", "abs_error", "sq_error"], Meta(
+    metric: Annotated[Literal["accuracy", "log_loss", "brier", "abs_error", "sq_error",
+                              "hit_rate_at_k", "reciprocal_rank", "ndcg_at_k",
+                              "precision_at_k", "reward", "preference"], Meta(
         description="accuracy (binary, multiclass); log_loss, brier (binary); abs_error, "
-                    "sq_error (regression).")]
+                    "sq_error (regression); hit_rate_at_k, reciprocal_rank, ndcg_at_k, "
+                    "precision_at_k, reward (ranking, of the served list); preference "
+                    "(ranking, mode interleave).")]
     margin: Annotated[float, Meta(ge=0, description="Non-inferiority margin: the candidate "
                                   "may be worse by at most this and still be promoted.")] = 0.0
     clip: Annotated[float, Meta(gt=0, description="Upper bound of the per-request loss of "
@@ -126,12 +144,14 @@ class Guardrail(_Section):
     latency_p50_ms/latency_p95_ms/latency_p99_ms take max_ratio (vs champion) and/or max
     (ms); error_rate takes max and/or max_diff (vs champion); precision/recall/accuracy take
     min and an optional segment; srm takes nothing; agreement takes min; score_psi and
-    score_ks take max.
+    score_ks take max; the ranking metrics hit_rate_at_k, reciprocal_rank, ndcg_at_k,
+    precision_at_k and reward take min and an optional segment.
     """
 
     metric: Literal["latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "error_rate",
                     "precision", "recall", "accuracy", "srm", "agreement", "score_psi",
-                    "score_ks"]
+                    "score_ks", "hit_rate_at_k", "reciprocal_rank", "ndcg_at_k",
+                    "precision_at_k", "reward"]
     min: Annotated[float, Meta(description="Lowest acceptable value.")] | None = None
     max: Annotated[float, Meta(description="Highest acceptable value.")] | None = None
     max_ratio: Annotated[float, Meta(gt=0, description="Highest acceptable ratio candidate / "
@@ -173,6 +193,18 @@ class Bake(_Section):
                                     "(shadow mode: it scores every request instead).")] = 0.05
 
 
+class Ranking(_Section):
+    """Ranking tasks: the depth of the metrics, and where the labels come from."""
+
+    k: Annotated[int, Meta(ge=1, le=1000, description="The depth of hit_rate_at_k, "
+                           "reciprocal_rank, ndcg_at_k and precision_at_k: the top k items "
+                           "of each list.")] = 10
+    labels_independent_of_serving: Annotated[bool, Meta(description=(
+        "True when the labels do not depend on what users were shown (purchases from the "
+        "whole catalogue, ratings collected apart): then mode shadow can judge a candidate's "
+        "list that was never shown."))] = False
+
+
 class Reference(_Section):
     """The reference for drift (PSI, KS): the first n requests, or a JSONL file of requests."""
 
@@ -205,9 +237,9 @@ class Experiment(_Section):
     name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:-]+$", description="Unique name; the "
                               "'experiment' field of events.",
                               extra={"expect": "a name of letters, digits and . _ : -"})]
-    task: Annotated[Literal["binary", "multiclass", "regression"], Meta(
+    task: Annotated[Literal["binary", "multiclass", "regression", "ranking"], Meta(
         description="What the models predict.")]
-    mode: Annotated[Literal["shadow", "ab", "canary", "bandit"], Meta(
+    mode: Annotated[Literal["shadow", "ab", "canary", "bandit", "interleave"], Meta(
         description="How traffic is split between the arms.")]
     champion: Annotated[Arm, Meta(description="The arm in production: 'model:version'.")]
     candidates: Annotated[tuple[Arm, ...], Meta(min_length=1, description="Arms to evaluate, "
@@ -236,6 +268,7 @@ class Experiment(_Section):
     canary: Canary | None = None
     bandit: Bandit | None = None
     bake: Bake | None = None
+    ranking: Ranking | None = None
     reference: Reference | None = None
     segments: Annotated[tuple[Annotated[str, Meta(min_length=1)], ...], Meta(
         description="Segment keys to keep statistics for; default: all keys seen.")] | None = None
@@ -452,6 +485,7 @@ def _check_and_complete(exp: Experiment, base_dir: str | Path | None) -> Experim
     if exp.task not in PRIMARY_METRICS[metric]:
         raise _KeyProblem("primary.metric", f"is {metric}, which needs task "
                           f"{_either(PRIMARY_METRICS[metric])}, not {exp.task}")
+    ranking = _checked_ranking(exp)
     if exp.primary.clip is not None and metric not in CLIPPABLE_METRICS:
         raise _KeyProblem("primary.clip", f"applies only to the unbounded losses "
                           f"{_either(CLIPPABLE_METRICS, 'and')}, not {metric}")
@@ -526,7 +560,38 @@ def _check_and_complete(exp: Experiment, base_dir: str | Path | None) -> Experim
     return msgspec.structs.replace(
         exp, positive_label=positive_label, bandit=bandit, canary=canary, bake=bake,
         traffic=traffic, guardrails=guardrails, reference=reference, notify=notify,
-        **durations)
+        ranking=ranking, **durations)
+
+
+def _checked_ranking(exp: Experiment) -> Ranking | None:
+    """The rules of ranking tasks and of mode interleave; the ``ranking`` section filled in."""
+    ranking, metric = exp.ranking, exp.primary.metric
+    if exp.task != "ranking":
+        if ranking is not None:
+            raise _KeyProblem("ranking", f"applies only to task ranking, not {exp.task}")
+        if exp.mode == "interleave":
+            raise _KeyProblem("mode", f"is interleave, which merges two rankers' lists: it "
+                              f"needs task ranking, not {exp.task}")
+        return None
+    ranking = ranking or Ranking()
+    if exp.mode == "shadow" and not ranking.labels_independent_of_serving:
+        raise _KeyProblem("mode", "is shadow, which cannot judge a ranker by what users engage "
+                          "with, as a shadow candidate's list is never shown and so nothing "
+                          "it ranks can be engaged: use mode interleave (or ab), or set "
+                          "ranking.labels_independent_of_serving: true if the labels do not "
+                          "depend on what users were shown")
+    if exp.mode == "interleave":
+        if len(exp.candidates) != 1:
+            raise _KeyProblem("candidates", f"must hold one candidate in mode interleave, "
+                              f"which merges two rankers' lists, got {len(exp.candidates)}")
+        if metric != PREFERENCE:
+            raise _KeyProblem("primary.metric", f"is {metric}, but mode interleave compares "
+                              "the rankers by which one's items users engage with in the "
+                              "merged list: set it to preference")
+    elif metric == PREFERENCE:
+        raise _KeyProblem("primary.metric", f"is preference, which needs mode interleave, "
+                          f"not {exp.mode}")
+    return ranking
 
 
 def _checked_notify(hooks: tuple[Notify, ...]) -> tuple[Notify, ...]:
@@ -638,8 +703,10 @@ def _checked_guardrail(exp: Experiment, index: int, guardrail: Guardrail) -> Gua
         _check_ks_passable(exp, key, guardrail.max)
     if guardrail.segment is not None:
         if not rule.segment:
-            raise _KeyProblem(f"{key}.segment", "applies only to precision, recall and "
-                              f"accuracy, not {name}")
+            takes = tuple(m for m, r in GUARDRAIL_RULES.items()
+                          if r.segment and exp.task in r.tasks)
+            raise _KeyProblem(f"{key}.segment", f"applies only to {_either(takes, 'and')}, "
+                              f"not {name}")
         for segment_key in guardrail.segment:
             if exp.segments is not None and segment_key not in exp.segments:
                 raise _KeyProblem(f"{key}.segment", f"uses the segment key "

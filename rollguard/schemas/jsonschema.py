@@ -51,7 +51,9 @@ SCHEMA_TYPES: dict[str, tuple[Any, str]] = {
 #: Schema can say; the ones it cannot (traffic shares summing to 1, the rules of the
 #: experiment file across keys) are in the descriptions
 _CROSS_FIELD_RULES: dict[str, dict[str, Any]] = {
-    "prediction": {"anyOf": [{"required": ["prediction"]}, {"required": ["error"]}]},
+    "prediction": {"anyOf": [{"required": ["prediction"]}, {"required": ["error"]},
+                             {"required": ["items"]}]},
+    "label": {"anyOf": [{"required": ["label"]}, {"required": ["engaged"]}]},
 }
 
 _FILE_DESCRIPTION = ("One experiment, or a list of experiments with distinct names. YAML or "

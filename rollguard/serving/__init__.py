@@ -6,6 +6,7 @@
 """
 
 from rollguard.serving.assignment import Layout, TrafficError, assign, bucket
+from rollguard.serving.interleaving import coins, credit, team_draft
 from rollguard.serving.registry import (JsonRegistry, MlflowRegistry, RegistryError,
                                         RegistryUpdater, apply_control_event)
 from rollguard.serving.reporter import DeliveryFailure, Reporter, Timing
@@ -14,5 +15,6 @@ from rollguard.serving.router import ExperimentState, Route, Router, UnknownExpe
 __all__ = [
     "DeliveryFailure", "ExperimentState", "JsonRegistry", "Layout", "MlflowRegistry",
     "RegistryError", "RegistryUpdater", "Reporter", "Route", "Router", "Timing", "TrafficError",
-    "UnknownExperiment", "apply_control_event", "assign", "bucket",
+    "UnknownExperiment", "apply_control_event", "assign", "bucket", "coins", "credit",
+    "team_draft",
 ]

@@ -62,6 +62,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _item_ids(items: Any) -> list[Any] | None:
+    """A ranking's item ids as a list; integer ids (numpy's too) as their decimal strings."""
+    if items is None:
+        return None
+    out = []
+    for item in items:
+        item = _plain(item)
+        out.append(str(item) if isinstance(item, int) and not isinstance(item, bool) else item)
+    return out
+
+
+def _numbers(values: Any) -> list[Any] | None:
+    return None if values is None else [_plain(v) for v in values]
+
+
 def _split_arm(arm: Any) -> tuple[str, str]:
     model, colon, version = arm.rpartition(":") if isinstance(arm, str) else ("", "", "")
     if not colon or not model or not version:
@@ -147,24 +162,35 @@ class Reporter:
                           prediction: Any = None, score: float | None = None,
                           latency_ms: float | None = None, error: str | None = None,
                           unit: str | None = None, segments: Mapping[str, str] | None = None,
-                          ts: float | None = None) -> bool:
-        """Queue one arm's (``model:version``) prediction; ``served`` if it went to the caller."""
+                          ts: float | None = None, items: Any = None,
+                          item_scores: Any = None) -> bool:
+        """Queue one arm's (``model:version``) prediction; ``served`` if it went to the caller.
+
+        A ranking gives ``items`` (its ranked item ids, best first; integer ids are written
+        as strings) and optionally ``item_scores`` instead of ``prediction``.
+        """
         model, version = _split_arm(arm)
         value = _checked(lambda: Prediction(
             request_id=request_id, experiment=experiment,
             ts=_plain(time.time() if ts is None else ts), model=model, version=version,
             served=_plain(served), prediction=_plain(prediction), score=_plain(score),
             latency_ms=_plain(latency_ms), error=error, unit=unit,
-            segments=None if segments is None else dict(segments)),
+            segments=None if segments is None else dict(segments), items=_item_ids(items),
+            item_scores=_numbers(item_scores)),
             decode_prediction, "prediction")
         return self._produce(self.topics.predictions, request_id, value)
 
-    def report_label(self, request_id: str, label: Any, *, reward: float | None = None,
-                     ts: float | None = None) -> bool:
-        """Queue the ground truth of a request (``ts``: when it became known)."""
+    def report_label(self, request_id: str, label: Any = None, *, reward: float | None = None,
+                     ts: float | None = None, engaged: Any = None, gains: Any = None) -> bool:
+        """Queue the ground truth of a request (``ts``: when it became known).
+
+        A ranking gives ``engaged`` (the item ids the user engaged with, ``[]`` for none) and
+        optionally their ``gains`` instead of ``label``.
+        """
         value = _checked(lambda: Label(
             request_id=request_id, ts=_plain(time.time() if ts is None else ts),
-            label=_plain(label), reward=_plain(reward)), decode_label, "label")
+            label=_plain(label), reward=_plain(reward), engaged=_item_ids(engaged),
+            gains=_numbers(gains)), decode_label, "label")
         return self._produce(self.topics.labels, request_id, value)
 
     def timed(self, experiment: str, request_id: str, arm: str, *, served: bool,
@@ -280,7 +306,8 @@ class Reporter:
 
 
 class Timing:
-    """What :meth:`Reporter.timed` yields: set ``prediction`` and ``score``; read ``latency_ms``."""
+    """What :meth:`Reporter.timed` yields: set ``prediction`` and ``score`` (a ranking:
+    ``items`` and ``item_scores``); read ``latency_ms``."""
 
     def __init__(self, reporter: Reporter, experiment: str, request_id: str, arm: str,
                  served: bool, unit: str | None, segments: Mapping[str, str] | None,
@@ -290,6 +317,8 @@ class Timing:
         self._served, self._unit, self._segments, self.ts = served, unit, segments, ts
         self.prediction: Any = None
         self.score: float | None = None
+        self.items: Any = None
+        self.item_scores: Any = None
         self.latency_ms: float | None = None
         self.error: str | None = None
         self.reported = False
@@ -308,13 +337,15 @@ class Timing:
             self.error = f"{exc_type.__name__}: {exc}"
         experiment, request_id, arm = self._fields
         try:
-            if self.error is None and self.prediction is None:
+            if self.error is None and self.prediction is None and self.items is None:
                 raise ValueError("the timed block set no prediction")
             self.reported = self._reporter.report_prediction(
                 experiment, request_id, arm, served=self._served,
                 prediction=None if self.error else self.prediction,
                 score=None if self.error else self.score, latency_ms=self.latency_ms,
-                error=self.error, unit=self._unit, segments=self._segments, ts=self.ts)
+                error=self.error, unit=self._unit, segments=self._segments, ts=self.ts,
+                items=None if self.error else self.items,
+                item_scores=None if self.error else self.item_scores)
         except ValueError as invalid:  # never break the request over its report
             with self._reporter._counts_lock:
                 self._reporter.invalid += 1

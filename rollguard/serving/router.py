@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -38,6 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from rollguard.kafka.clients import client_config
 from rollguard.schemas.events import ENDING_ACTIONS, ControlEvent, decode_control, ends_experiment
 from rollguard.serving.assignment import Layout, TrafficError
+from rollguard.serving.interleaving import CANDIDATE, team_draft
 from rollguard.streams.topics import TopicNames
 
 log = logging.getLogger("rollguard.serving.router")
@@ -50,10 +51,15 @@ FINAL_ACTIONS = ENDING_ACTIONS
 # -- what the router holds -----------------------------------------------------------------
 
 class Route(NamedTuple):
-    """Who answers a request (``serve``) and which arms score it without serving (``shadow``)."""
+    """Who answers a request (``serve``) and which arms score it without serving (``shadow``).
+
+    ``interleave``: mode interleave, where the user sees the team-draft interleaving of the
+    ``serve`` arm's and the ``shadow`` arm's rankings (:meth:`shown` builds it).
+    """
 
     serve: str
     shadow: tuple[str, ...] = ()
+    interleave: bool = False
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -63,6 +69,35 @@ class Route(NamedTuple):
         ('m:1', 'm:2')
         """
         return (self.serve, *self.shadow)
+
+    def shown(self, experiment: str, request_id: str,
+              lists: Mapping[str, Sequence[str]], length: int | None = None
+              ) -> list[tuple[str, str]]:
+        """The list to show a user, as ``(item, arm)`` pairs: the team-draft interleaving of
+        the arms' rankings when :attr:`interleave`, else the served arm's ranking.
+
+        ``lists``: each arm's ranked item ids (best first); ``length``: at most this many
+        items (default: the longer list's length). The worker builds the same interleaving
+        from the reported predictions, so it credits each engaged item to the arm that
+        placed it (docs/serving.md, "The interleaving rule").
+
+        >>> lists = {"recs:1": ["a", "b", "c"], "recs:2": ["b", "d", "a"]}
+        >>> Route("recs:1", ("recs:2",), interleave=True).shown("recs-v2", "req-1", lists)
+        [('b', 'recs:2'), ('a', 'recs:1'), ('d', 'recs:2')]
+        >>> Route("recs:1").shown("recs-v2", "req-1", lists, length=2)
+        [('a', 'recs:1'), ('b', 'recs:1')]
+        """
+        if not self.interleave or not self.shadow:
+            ranked = list(lists[self.serve])
+            return [(item, self.serve) for item in ranked[:len(ranked) if length is None
+                                                             else length]]
+        other = self.shadow[0]
+        merged = team_draft(lists[self.serve], lists[other], experiment, request_id, length)
+        return [(item, other if team == CANDIDATE else self.serve) for item, team in merged]
+
+    def __repr__(self) -> str:
+        text = f"Route(serve={self.serve!r}, shadow={self.shadow!r}"
+        return text + (", interleave=True)" if self.interleave else ")")
 
 
 class UnknownExperiment(LookupError):
@@ -121,8 +156,10 @@ class _Table:
         if state.final:  # rollback / hold / complete: the champion takes everything
             return cls.champion_only(state.champion)
         extra = tuple(dict.fromkeys(state.shadow))  # de-duplicated, order kept
-        if state.mode == "shadow":
-            return cls((Route(state.champion, tuple(a for a in extra if a != state.champion)),), ())
+        if state.mode in ("shadow", "interleave"):
+            others = tuple(a for a in extra if a != state.champion)
+            return cls((Route(state.champion, others,
+                              interleave=state.mode == "interleave" and bool(others)),), ())
         layout = Layout.of(state.champion, state.traffic)
         routes = tuple(Route(arm, tuple(a for a in extra if a != arm)) for arm in layout.arms)
         return cls(routes, layout.bounds if len(routes) > 1 else ())

@@ -29,6 +29,8 @@ from rollguard.stats.drift import Drift, FeatureDrift
 from rollguard.stats.losses import LOSSES, per_request_loss
 from rollguard.stats.moments import Correlation, MeanVariance
 from rollguard.stats.pairs import PairStats
+from rollguard.stats.ranking import (NDCG, HitRate, PrecisionAtK, Preference, RankingStats,
+                                     ReciprocalRank, Reward)
 from rollguard.stats.regression import RegressionStats
 from rollguard.stats.serving import ServingStats, served_shares
 from rollguard.stats.sketch import QuantileSketch
@@ -46,14 +48,21 @@ __all__ = [
     "DelayStats",
     "Drift",
     "FeatureDrift",
+    "HitRate",
     "Hourly",
     "LogLoss",
     "MeanVariance",
     "MulticlassConfusion",
+    "NDCG",
     "PairStats",
+    "PrecisionAtK",
+    "Preference",
     "Proportion",
     "QuantileSketch",
+    "RankingStats",
+    "ReciprocalRank",
     "RegressionStats",
+    "Reward",
     "ServingStats",
     "Statistic",
     "from_dict",

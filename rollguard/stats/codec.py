@@ -31,6 +31,8 @@ from rollguard.stats.delay import DelayStats
 from rollguard.stats.drift import Drift, FeatureDrift
 from rollguard.stats.moments import Correlation, MeanVariance
 from rollguard.stats.pairs import PairStats
+from rollguard.stats.ranking import (NDCG, HitRate, PrecisionAtK, Preference, RankingStats,
+                                     ReciprocalRank, Reward)
 from rollguard.stats.regression import RegressionStats
 from rollguard.stats.serving import ServingStats
 from rollguard.stats.sketch import QuantileSketch
@@ -59,6 +61,13 @@ TYPES: dict[str, type[Statistic]] = {
         Drift,
         FeatureDrift,
         Hourly,
+        HitRate,
+        ReciprocalRank,
+        NDCG,
+        PrecisionAtK,
+        Reward,
+        Preference,
+        RankingStats,
     )
 }
 

@@ -2,9 +2,11 @@
 
 Per arm: serving figures on every scored request (latency quantiles, error rate, served
 count) and, on labelled outcomes, the task's metrics (accuracy, precision, recall, log-loss,
-Brier, ROC AUC, calibration; or MAE/MSE), overall and per segment value; per candidate the
-pair figures against the champion (agreement, score correlation, per-request loss
-differences of the primary metric); the label delay distribution; hourly event-time
+Brier, ROC AUC, calibration; or MAE/MSE; or the ranking metrics and reward of the arm's
+lists), overall and per segment value; per candidate the pair figures against the champion
+(agreement, score correlation, per-request loss differences of the primary metric; in
+interleave mode the tally of interleaved comparisons); the label delay distribution; hourly
+event-time
 buckets of the primary loss per arm; drift of each arm's scores and of the requests'
 numeric features against a reference.
 
@@ -42,11 +44,15 @@ from rollguard.stats import (
     Hourly,
     MeanVariance,
     PairStats,
+    Preference,
+    RankingStats,
     RegressionStats,
     ServingStats,
     from_dict,
     per_request_loss,
 )
+from rollguard.serving.interleaving import credit, team_draft
+from rollguard.stats.ranking import PER_REQUEST
 from rollguard.streams.records import FIRST, OUTCOME, JoinedRecord
 from rollguard.streams.reference import reference_of
 
@@ -59,11 +65,24 @@ MAX_SEGMENT_VALUES = 50
 OTHER = "__other__"
 
 
-def _loss_of(metric: str, task: str, positive, view, label) -> float | None:
-    """The primary metric's per-request loss of one arm, or None when it cannot be had."""
+def _loss_of(metric: str, task: str, positive, view, label, k: int = 10,
+             reward: float | None = None) -> float | None:
+    """The primary metric's per-request loss of one arm, or None when it cannot be had (a
+    ranking metric's loss is minus its value; the reward's, minus the reward)."""
+    if task == "ranking":
+        ranked = view.prediction
+        if view.error is not None or not isinstance(ranked, list) \
+                or not isinstance(label, (list, dict)):
+            return None
+        if metric == "reward":
+            return None if reward is None else -float(reward)
+        function = PER_REQUEST.get(metric)
+        return None if function is None else -function(ranked, label, k)
     if view.error is not None or view.prediction is None and metric in ("accuracy", "abs_error",
                                                                         "sq_error"):
         return None
+    if type(view.prediction) in (list, dict) or type(label) in (list, dict):
+        return None  # a ranking's items or engaged items, sent to another task's experiment
     if metric in ("log_loss", "brier"):
         if view.score is None:
             return None
@@ -87,6 +106,9 @@ class ExperimentStats:
         self.champion = experiment.champion
         self.positive = experiment.is_positive
         self.segment_keys = tuple(experiment.segments or ())
+        ranking = getattr(experiment, "ranking", None)
+        self.k = ranking.k if ranking is not None else 10
+        self.interleaved = getattr(experiment, "mode", None) == "interleave"
         configured = getattr(experiment, "reference", None)
         self.reference_n = configured.n if configured is not None and configured.n else reference_n
         self.file_reference = reference_of(experiment)
@@ -95,6 +117,7 @@ class ExperimentStats:
         self.outcomes: dict[str, Any] = {}
         self.segments: dict[str, dict[str, dict[str, Any]]] = {}
         self.pairs: dict[str, PairStats] = {}
+        self.interleaving: dict[str, Preference] = {}
         self.delay = DelayStats()
         self.hourly: dict[str, Hourly] = {}
         self.score_drift: dict[str, Drift] = {}
@@ -124,18 +147,48 @@ class ExperimentStats:
     def _metrics(self) -> Any:
         if self.task == "regression":
             return RegressionStats()
+        if self.task == "ranking":
+            return RankingStats(self.k)
         return ClassificationStats(task=self.task)
 
-    def _update_metrics(self, stats: Any, view, label) -> None:
+    def _update_metrics(self, targets: list[Any], view, label, reward: float | None = None
+                        ) -> None:
+        """One outcome of an arm into ``targets``, its statistics overall and per segment
+        (a binary outcome's classes are read once for all of them)."""
+        ranked = type(view.prediction) is list
+        if self.task == "ranking":
+            if ranked and isinstance(label, (list, dict)):
+                for stats in targets:
+                    stats.update(view.prediction, label, reward)
+            return
+        if ranked or type(label) in (list, dict):
+            return  # a ranking's items or engaged items, sent to another task's experiment
         if self.task == "regression":
-            try:
-                stats.update(float(label), float(view.prediction))
-            except (TypeError, ValueError):
-                pass
+            for stats in targets:
+                try:
+                    stats.update(float(label), float(view.prediction))
+                except (TypeError, ValueError):
+                    pass
         elif self.task == "binary":
-            stats.update(self.positive(label), self.positive(view.prediction), view.score)
+            y_true, y_pred, score = self.positive(label), self.positive(view.prediction), view.score
+            for stats in targets:
+                stats.update(y_true, y_pred, score)
         else:
-            stats.update(label, view.prediction)
+            for stats in targets:
+                stats.update(label, view.prediction)
+
+    def _segment_arms(self, segments: dict[str, str] | None) -> list[dict[str, Any]]:
+        """The statistics by arm of each of a record's segment values that are kept (values
+        beyond MAX_SEGMENT_VALUES of a key share OTHER's)."""
+        out = []
+        for key, value in (segments or {}).items():
+            if self.segment_keys and key not in self.segment_keys:
+                continue
+            by_value = self.segments.setdefault(key, {})
+            if value not in by_value and len(by_value) >= MAX_SEGMENT_VALUES:
+                value = OTHER
+            out.append(by_value.setdefault(value, {}))
+        return out
 
     def on_record(self, record: JoinedRecord) -> "ExperimentStats":
         if record.kind == FIRST:
@@ -179,6 +232,10 @@ class ExperimentStats:
             served_view = record.view(served)
             self.delay.update(max(0.0, record.label_ts - served_view.ts))
         losses: dict[str, float] = {}
+        reward = record.reward
+        if self.interleaved:
+            self._interleaved(record)
+        segment_arms = None  # looked up once per record (at its first arm with an outcome)
         for view in record.arms:
             if view.error is not None or view.prediction is None:
                 continue
@@ -186,20 +243,16 @@ class ExperimentStats:
             stats = self.outcomes.get(arm)
             if stats is None:
                 stats = self.outcomes[arm] = self._metrics()
-            self._update_metrics(stats, view, label)
-            if record.segments:
-                for key, value in record.segments.items():
-                    if self.segment_keys and key not in self.segment_keys:
-                        continue
-                    by_value = self.segments.setdefault(key, {})
-                    if value not in by_value and len(by_value) >= MAX_SEGMENT_VALUES:
-                        value = OTHER
-                    by_arm = by_value.setdefault(value, {})
-                    seg = by_arm.get(arm)
-                    if seg is None:
-                        seg = by_arm[arm] = self._metrics()
-                    self._update_metrics(seg, view, label)
-            loss = _loss_of(self.metric, self.task, self.positive, view, label)
+            if segment_arms is None:
+                segment_arms = self._segment_arms(record.segments)
+            targets = [stats]
+            for by_arm in segment_arms:
+                seg = by_arm.get(arm)
+                if seg is None:
+                    seg = by_arm[arm] = self._metrics()
+                targets.append(seg)
+            self._update_metrics(targets, view, label, reward)
+            loss = _loss_of(self.metric, self.task, self.positive, view, label, self.k, reward)
             if loss is not None:
                 losses[arm] = loss
                 hourly = self.hourly.get(arm)
@@ -215,6 +268,28 @@ class ExperimentStats:
                         pair = self.pairs[arm] = PairStats()
                     pair.update_outcome(loss, champion_loss)
 
+    def _interleaved(self, record: JoinedRecord) -> None:
+        """Interleave mode: which ranker's items of the shown list the user engaged with."""
+        served, engaged = record.served_arm, record.label
+        if served is None or not isinstance(engaged, (list, dict)):
+            return
+        first = record.view(served)
+        for view in record.arms:
+            if view is first or type(view.prediction) is not list \
+                    or type(first.prediction) is not list:
+                continue
+            shown = team_draft(first.prediction, view.prediction, record.experiment,
+                               record.request_id)
+            by_served, by_other = credit(shown, engaged)
+            # the champion serves (in a bake window, the promoted candidate does)
+            cand, champ = (by_other, by_served) if served == self.champion \
+                else (by_served, by_other)
+            arm = view.arm if served == self.champion else served
+            tally = self.interleaving.get(arm)
+            if tally is None:
+                tally = self.interleaving[arm] = Preference()
+            tally.update(cand, champ)
+
     def on_request(self, request: Any) -> "ExperimentStats":
         if request.features:
             self.feature_drift.update(request.features)
@@ -228,7 +303,8 @@ class ExperimentStats:
         self.records += other.records
         for mine, theirs in ((self.serving, other.serving), (self.outcomes, other.outcomes),
                              (self.pairs, other.pairs), (self.hourly, other.hourly),
-                             (self.score_drift, other.score_drift)):
+                             (self.score_drift, other.score_drift),
+                             (self.interleaving, other.interleaving)):
             _merge_into(mine, theirs)
         for key, by_value in other.segments.items():
             for value, by_arm in by_value.items():
@@ -259,6 +335,8 @@ class ExperimentStats:
                                for value, by_arm in by_value.items()}
                          for key, by_value in self.segments.items()},
             "pairs": {arm: pair.get() for arm, pair in self.pairs.items()},
+            **({"interleaving": {arm: t.get() for arm, t in self.interleaving.items()}}
+               if self.interleaved else {}),
             "label_delay": self.delay.get(),
             "feature_drift": self.feature_drift.get(),
         }
@@ -272,6 +350,8 @@ class ExperimentStats:
                              for v, by_arm in by_value.items()}
                          for k, by_value in self.segments.items()},
             "pairs": {a: s.to_dict() for a, s in self.pairs.items()},
+            **({"interleaving": {a: s.to_dict() for a, s in self.interleaving.items()}}
+               if self.interleaving else {}),
             "delay": self.delay.to_dict(),
             "hourly": {a: s.to_dict() for a, s in self.hourly.items()},
             "score_drift": {a: s.to_dict() for a, s in self.score_drift.items()},
@@ -288,6 +368,7 @@ class ExperimentStats:
                             for v, by_arm in by_value.items()}
                         for k, by_value in d["segments"].items()}
         new.pairs = {a: from_dict(s) for a, s in d["pairs"].items()}
+        new.interleaving = {a: from_dict(s) for a, s in d.get("interleaving", {}).items()}
         new.delay = from_dict(d["delay"])
         new.hourly = {a: from_dict(s) for a, s in d["hourly"].items()}
         new.score_drift = {a: from_dict(s) for a, s in d["score_drift"].items()}

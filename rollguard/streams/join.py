@@ -201,7 +201,7 @@ class Joiner:
             entry.deadline = pred.ts + self._ttl[name]
             new_deadline = True
         self._first(name, pred.ts)
-        preds[arm] = ArmView(arm, pred.served, pred.prediction, pred.score, pred.latency_ms,
+        preds[arm] = ArmView(arm, pred.served, pred.output, pred.score, pred.latency_ms,
                              pred.error, pred.ts)
         if entry.unit is None:
             entry.unit = pred.unit
@@ -217,14 +217,14 @@ class Joiner:
         self._saw("labels", label.ts, entry.experiment if entry is not None else None)
         if entry is None:
             entry = PendingEntry(deadline=label.ts + self.orphan_ttl)
-            entry.label = LabelPart(label.ts, label.label, label.reward)
+            entry.label = LabelPart(label.ts, label.truth, label.reward)
             store = self.disk if self.disk is not None else self.memory
             store.put(rid, entry)
             return None
         if entry.done or entry.label is not None:
             self.counters[entry.experiment, "duplicate_labels"] += 1
             return None
-        entry.label = LabelPart(label.ts, label.label, label.reward)
+        entry.label = LabelPart(label.ts, label.truth, label.reward)
         if entry.experiment is not None:
             self._mark_ready(rid, entry, entry.experiment)
         store.put(rid, entry, deadline_changed=False)

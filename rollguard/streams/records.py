@@ -27,7 +27,9 @@ SCORED = 0   # every expected prediction of the request has arrived
 OUTCOME = 1  # ... and so has its label
 FIRST = 2    # the experiment's first traffic in a join partition: no request, no arms
 
-Value = Union[bool, int, float, str, None]
+#: a prediction or a label: a scalar, or for a ranking the items (ranked, or engaged), or
+#: engaged item -> gain
+Value = Union[bool, int, float, str, None, list[str], dict[str, float]]
 
 
 class ArmView(msgspec.Struct, array_like=True, gc=False, frozen=True):
