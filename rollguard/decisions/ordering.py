@@ -19,11 +19,16 @@ replay file read in event-time order.
 >>> merge.add(1, [], frontier=float("inf"))   # partition 1 went idle
 >>> [r.request_id for r in merge.release()]
 ['c']
+>>> first = JoinedRecord(2, 9.0, "", "e", None, None, ())   # FIRST: no request id
+>>> merge.add(0, [first], 10.0); merge.add(1, [first], 10.0)
+>>> len(merge.release())     # the same key from two partitions: never compared themselves
+2
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from typing import Iterable
 
@@ -36,11 +41,17 @@ class EventTimeMerge:
     def __init__(self, sources: int) -> None:
         self.sources = sources
         self.frontiers: dict[int, float] = {}
-        self._heap: list[tuple[tuple[float, str, int], JoinedRecord]] = []
+        #: (ts, request_id, kind, arrival, record): the fields of JoinedRecord.sort_key, in
+        #: line (no method call and key tuple per record), then the order of arrival, so
+        #: two records never get compared themselves (two partitions' FIRST records of an
+        #: experiment can share their event time; either may go first)
+        self._heap: list[tuple[float, str, int, int, JoinedRecord]] = []
+        self._arrivals = itertools.count()
 
     def add(self, source: int, records: Iterable[JoinedRecord], frontier: float) -> None:
+        heap, push, arrival = self._heap, heapq.heappush, self._arrivals
         for record in records:
-            heapq.heappush(self._heap, (record.sort_key(), record))
+            push(heap, (record.ts, record.request_id, record.kind, next(arrival), record))
         previous = self.frontiers.get(source, -math.inf)
         if previous == math.inf or frontier == math.inf:  # going idle, or waking up
             self.frontiers[source] = frontier
@@ -56,13 +67,13 @@ class EventTimeMerge:
 
     def release(self, *, flush: bool = False) -> list[JoinedRecord]:
         limit = math.inf if flush else self.frontier
-        heap, out = self._heap, []
-        while heap and heap[0][0][0] <= limit:
-            out.append(heapq.heappop(heap)[1])
+        heap, out, pop = self._heap, [], heapq.heappop
+        while heap and heap[0][0] <= limit:
+            out.append(pop(heap)[4])
         return out
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def buffered(self) -> list[JoinedRecord]:
-        return [record for _, record in sorted(self._heap)]
+        return [entry[4] for entry in sorted(self._heap)]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from rollguard.decisions.actions import HOLD, PROMOTE, ROLLBACK
 from rollguard.decisions.modes import pct, signed
-from rollguard.stats.sequential import FAIL, PASS
+from rollguard.stats.sequential import PASS
 
 if TYPE_CHECKING:
     from rollguard.decisions.policy import Policy
@@ -44,8 +44,13 @@ class Analysis:
 
     def decide(self, policy: Policy, ts: float) -> list[ControlEvent]:
         events: list[ControlEvent] = []
-        verdicts = {t.arm: self.verdict(policy, t) for t in self.tracks(policy)}
-        dropped = [arm for arm, v in verdicts.items() if v is not None and v[0] == ROLLBACK]
+        # only the candidates with a verdict: after most records there is none to sort out
+        verdicts = {}
+        for track in self.tracks(policy):
+            verdict = self.verdict(policy, track)
+            if verdict is not None:
+                verdicts[track.arm] = verdict
+        dropped = [arm for arm, v in verdicts.items() if v[0] == ROLLBACK]
         if dropped:
             for arm in dropped:
                 policy.tracks[arm].drop(verdicts[arm][1])
@@ -54,7 +59,7 @@ class Analysis:
                 return [policy._final(ROLLBACK, ts, reason)]
             policy.shadow = [a for a in policy.shadow if a not in dropped]
             events.append(policy.set_traffic(policy.mode.without(policy, dropped), ts, reason))
-        ready = [arm for arm, v in verdicts.items() if v is not None and v[0] == PROMOTE]
+        ready = [arm for arm, v in verdicts.items() if v[0] == PROMOTE]
         events.extend(policy.mode.advance(policy, ready, ts))
         if policy.final is None:
             hold = self.hold_reason(policy, ts)
@@ -65,18 +70,18 @@ class Analysis:
     @staticmethod
     def verdict(policy: Policy, track: Track) -> tuple[str, str] | None:
         """``(ROLLBACK, reason)``, ``(PROMOTE, "")`` when it may be promoted, or None."""
-        conf = pct(track.alpha)
         for monitor in track.monitors:
-            if monitor.status() == FAIL:
+            if monitor.failed():
                 return ROLLBACK, (f"{track.arm} is rolled back: guardrail {monitor.name} failed "
-                                  f"{monitor.confidence(conf)} ({monitor.explain()}).")
+                                  f"{monitor.confidence(pct(track.alpha))} "
+                                  f"({monitor.explain()}).")
         delta = track.delta
         side = delta.side()
         if side < 0:
             _, hi = delta.interval()
             return ROLLBACK, (f"{track.arm} is rolled back: its {policy.metric} is worse than "
                               f"the champion's by more than the margin {policy.margin:g} "
-                              f"(Δ ≤ {signed(hi)} with {conf} confidence, estimate "
+                              f"(Δ ≤ {signed(hi)} with {pct(track.alpha)} confidence, estimate "
                               f"{signed(delta.estimate())}).")
         if side > 0 and track.min_count() >= policy.experiment.min_samples \
                 and all(m.status() == PASS for m in track.monitors):

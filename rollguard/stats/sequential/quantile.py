@@ -57,6 +57,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
+from heapq import heappop, heappush
+from itertools import accumulate
 from math import ceil, exp, floor, lgamma, log, log1p
 from typing import Any, Self
 
@@ -102,6 +104,7 @@ class LogHistogram:
         self.keys: list[int] = []  # occupied bins, ascending
         self.counts: dict[int, int] = {}
         self.n = 0
+        self._cumulative: list[int] | None = None  # cumulative(), until the counts change
 
     def key(self, x: float) -> int:
         """The bin of a value (values ≤ min_value, negatives included, go to bin 0)."""
@@ -122,7 +125,13 @@ class LogHistogram:
         k = self.key(x)
         return self._add_key(k, count)
 
+    def copy_counts(self, other: LogHistogram) -> None:
+        """Take ``other``'s counts (same bins), replacing these."""
+        self.keys, self.counts, self.n = list(other.keys), dict(other.counts), other.n
+        self._cumulative = None
+
     def _add_key(self, k: int, count: int) -> tuple[int, bool]:
+        self._cumulative = None
         pos = bisect_left(self.keys, k)
         new = pos == len(self.keys) or self.keys[pos] != k
         if new:
@@ -133,16 +142,18 @@ class LogHistogram:
         self.n += count
         return pos, new
 
+    def cumulative(self) -> list[int]:
+        """The count of values in each occupied bin and all bins before it (O(bins) once
+        after a change: an interval's two ranks and the estimate all read it)."""
+        if self._cumulative is None:
+            self._cumulative = list(accumulate(map(self.counts.__getitem__, self.keys)))
+        return self._cumulative
+
     def order_statistic_bin(self, rank: int) -> int:
-        """Bin holding the ``rank``-th smallest value (1-based), by a scan (O(bins))."""
+        """Bin holding the ``rank``-th smallest value (1-based) (O(bins))."""
         if not 1 <= rank <= self.n:
             raise ValueError(f"rank {rank} outside 1..{self.n}")
-        below = 0
-        for k in self.keys:
-            below += self.counts[k]
-            if below >= rank:
-                return k
-        raise AssertionError("counts do not add up")  # pragma: no cover
+        return self.keys[bisect_left(self.cumulative(), rank)]
 
 
 class _Cursor:
@@ -174,7 +185,10 @@ class _Cursor:
     def reset(self, hist: LogHistogram, rank: int) -> None:
         self.idx, self.below = 0, 0
         if hist.keys and 1 <= rank <= hist.n:
-            self.seek(hist, rank)
+            # where seek() from the first bin would stop, by bisection rather than a scan
+            cumulative = hist.cumulative()
+            self.idx = bisect_left(cumulative, rank)
+            self.below = cumulative[self.idx] - hist.counts[hist.keys[self.idx]]
 
 
 class QuantileCS(SequentialTest):
@@ -520,6 +534,7 @@ class QuantileRatioGuardrail(SequentialTest):
     def _reset(self) -> None:
         self._wit = {FAIL: _Witness(), PASS: _Witness()}
         self._status: str | None = None
+        self._fail: bool | None = None  # failed()'s answer, until the next value
 
     # -- the two arms' terms ------------------------------------------------------------------
     def _term(self, kind: str, i: int, below: int, at: int) -> float:
@@ -576,7 +591,7 @@ class QuantileRatioGuardrail(SequentialTest):
             if w.key is not None and k < w.key:
                 w.below[i] += 1
             w.terms[i] = None
-        self._status = None
+        self._status = self._fail = None
         return self
 
     def _at(self, idx: int) -> tuple[int, int]:
@@ -584,14 +599,58 @@ class QuantileRatioGuardrail(SequentialTest):
         k = self._keys[idx]
         return self.hists[0].counts.get(k, 0), self.hists[1].counts.get(k, 0)
 
-    def _minimum(self, kind: str) -> float:
-        """The statistic ``kind`` exactly: its minimum over every occupied bin (O(bins))."""
-        best, b = 0.0 if not self._keys else math.inf, [0, 0]
-        for idx in range(len(self._keys)):
-            at = self._at(idx)
-            best = min(best, self._term(kind, 0, b[0], at[0]) + self._term(kind, 1, b[1], at[1]))
-            b[0] += at[0]
-            b[1] += at[1]
+    def _prefix_counts(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """Each arm's count in every occupied bin, and in the bins before it."""
+        keys, c0, c1 = self._keys, self.hists[0].counts, self.hists[1].counts
+        at0, at1 = [c0.get(k, 0) for k in keys], [c1.get(k, 0) for k in keys]
+        return at0, at1, list(accumulate(at0, initial=0)), list(accumulate(at1, initial=0))
+
+    def _minimum(self, kind: str, prefix: tuple[list[int], ...] | None = None) -> float:
+        """The statistic ``kind`` exactly: its minimum over every occupied bin, the same value
+        a scan of every bin gives, found by a best-first branch and bound that evaluates a
+        few dozen terms where the scan evaluated every bin's two (the evidence reads it at
+        every history point). On bins [i, j] the sum is at least R(i) + L(j) (R grows to the
+        right, L shrinks: see :meth:`_search`), so a block is split only while that bound
+        could be below the best sum found; single bins are summed exactly as the scan does.
+        ``prefix``: :meth:`_prefix_counts`, when the caller has it."""
+        keys = self._keys
+        if not keys:
+            return 0.0
+        at0, at1, below0, below1 = prefix or self._prefix_counts()
+        args = ((below0, at0), (below1, at1))
+        R = 1 if kind == FAIL else 0
+        L = 1 - R
+        cache: tuple[dict[int, float], dict[int, float]] = ({}, {})
+        term = self._term
+
+        def t(i: int, idx: int) -> float:
+            value = cache[i].get(idx)
+            if value is None:
+                below, at = args[i]
+                value = cache[i][idx] = term(kind, i, below[idx], at[idx])
+            return value
+
+        # every term is ≥ log w exactly (see _term), so no sum is below this floor
+        floor_ = self._log_w + self._log_w
+        # the terms are exact to a few ulps of their lgamma values: a block is skipped only
+        # when its bound exceeds the best sum by more than any rounding could make up
+        n = self.hists[0].n + self.hists[1].n + 2.0
+        slack = 1e-6 + 1e-14 * n * math.log(n)
+        best = math.inf
+        last = len(keys) - 1
+        heap = [(t(R, 0) + t(L, last), 0, last)]
+        while heap:
+            bound, lo, hi = heappop(heap)
+            if bound >= best + slack:
+                break
+            if lo == hi:
+                best = min(best, t(0, lo) + t(1, lo))  # the scan's sum, in its order
+                if best <= floor_:
+                    break
+                continue
+            mid = (lo + hi) // 2
+            heappush(heap, (t(R, lo) + t(L, mid), lo, mid))
+            heappush(heap, (t(R, mid + 1) + t(L, hi), mid + 1, hi))
         return best
 
     def _reached(self, kind: str) -> bool:
@@ -694,9 +753,16 @@ class QuantileRatioGuardrail(SequentialTest):
         confidence 1 − α; ``"pass"``: at or below it with confidence 1 − α; else
         ``"undecided"``. Each wrong with chance ≤ α however often it is read."""
         if self._status is None:
-            self._status = (FAIL if self._reached(FAIL) else PASS if self._reached(PASS)
+            self._status = (FAIL if self.failed() else PASS if self._reached(PASS)
                             else UNDECIDED)
         return self._status
+
+    def failed(self) -> bool:
+        """Whether :meth:`status` is ``"fail"``, settled without the pass statistic (the
+        policy asks after every record; whether it passes matters only for a promotion)."""
+        if self._fail is None:
+            self._fail = self._reached(FAIL)
+        return self._fail
 
     def get(self) -> str:
         """Same as :meth:`status` (River's reading method)."""
@@ -706,16 +772,16 @@ class QuantileRatioGuardrail(SequentialTest):
         """The two statistics as e-values (exp of the minimum over the bins; O(bins)):
         evidence against "ratio ≤ max_ratio" (fail at ≥ 1/α) and against "ratio ≥ max_ratio"
         (pass at ≥ 1/α). Capped at e^700 for JSON."""
-        return (math.exp(min(self._minimum(FAIL), 700.0)),
-                math.exp(min(self._minimum(PASS), 700.0)))
+        prefix = self._prefix_counts()  # shared by both statistics
+        return (math.exp(min(self._minimum(FAIL, prefix), 700.0)),
+                math.exp(min(self._minimum(PASS, prefix), 700.0)))
 
     def _arm_cs(self, arm: str) -> tuple[QuantileCS, float]:
         """One arm's QuantileCS at level 1 − α from its counts, and the scale of its values."""
         i = self._INDEX[arm]
         hist = self.hists[i]
         cs = QuantileCS(self.alpha, self.q, self.tuned_n, hist.rel_width, hist.min_value)
-        for k in hist.keys:
-            cs.hist._add_key(k, hist.counts[k])
+        cs.hist.copy_counts(hist)  # keys already sorted: no insertion one bin at a time
         cs._restore()
         return cs, (self.max_ratio if i == 0 else 1.0)
 
