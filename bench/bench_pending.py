@@ -5,15 +5,20 @@
 
 Part "store" (no Kafka): a ``Joiner`` of one experiment (label_ttl 90 d) is fed predictions
 that never get a label, with the worker's per-checkpoint housekeeping every 10,000 requests
-(release, expire, drain_dirty, and for disk ``committed``). Each case runs in a fresh child
-process and reports:
+(release, check_pairs, expire, drain_dirty, and for disk ``committed``, as
+``JoinPartition.settle`` and the checkpoint do). Each case runs in a fresh child process and
+reports:
 
 - ``MemoryStore``: bytes per pending request by tracemalloc (Python heap, allocation sites)
   and by RSS (a larger run, no tracemalloc); for a shadow request (two predictions), a shadow
   request with its request event (unit, segments), and an ab request (one prediction);
 - ``DiskStore`` (RocksDB through rocksdict): RSS growth per pending request, Python heap per
   pending request, and disk bytes per pending request (as left by the store, and after a
-  flush + full compaction), plus the feed rate.
+  flush + full compaction), plus the feed rate;
+- for every case, the feed rate (µs per event through the ``Joiner``) and the store's own
+  ``get`` + ``put`` round trip on pending entries, with its share of the next ``drain_dirty``
+  (µs; a changed entry written back with and without a new deadline, as
+  ``on_label``/``on_prediction`` do).
 
 Part "worker" (real broker): an experiment with ``label_ttl: 90d`` and ``state: disk``;
 predictions of N requests (default 1,000,000; shadow, two arms each, so 2N messages; ``--ab``
@@ -130,6 +135,7 @@ def child_store(args) -> dict:
         nonlocal offset
         joiner.backlogged = frozenset()
         joiner.release()
+        joiner.check_pairs()
         joiner.expire()
         for _, entry in joiner.memory.drain_dirty():
             if entry is not None:
@@ -170,6 +176,9 @@ def child_store(args) -> dict:
            "rss_growth": rss_bytes() - base_rss, "samples": samples,
            "feed_us_per_event": feed_s / (n * events_per_request) * 1e6,
            "events_per_request": events_per_request}
+    if not args.tracemalloc:  # measured once the memory figures are taken
+        res["roundtrip_us"] = store_roundtrip_us(disk if disk is not None else joiner.memory,
+                                                 total)
     if args.tracemalloc:
         res["traced_growth"] = tracemalloc.get_traced_memory()[0] - base_traced
         snap1 = tracemalloc.take_snapshot()
@@ -197,6 +206,25 @@ def child_store(args) -> dict:
         res["disk_compacted"] = dir_bytes(disk_dir)
         shutil.rmtree(disk_dir, ignore_errors=True)
     return res
+
+
+def store_roundtrip_us(store, total: int, rounds: int = 100_000) -> tuple[float, float]:
+    """µs per ``get`` + ``put`` of a pending request (random ones, each once), with its share
+    of the ``drain_dirty`` that follows: ``(same deadline, new deadline)``. Both write the
+    entry back, the second with a deadline a millisecond later."""
+    rng = random.Random(7)
+    rids = ["loan-%09d" % i for i in rng.sample(range(1000, total), min(rounds, total - 1000))]
+    got = []
+    for changed in (False, True):
+        began = time.perf_counter()
+        for rid in rids:
+            entry = store.get(rid)
+            if changed:
+                entry.deadline += 0.001
+            store.put(rid, entry, deadline_changed=changed)
+        store.drain_dirty()
+        got.append((time.perf_counter() - began) / len(rids) * 1e6)
+    return got[0], got[1]
 
 
 def run_store_child(case: str, n: int, tracemalloc_on: bool, progress: bool = False) -> dict:
@@ -237,15 +265,16 @@ def part_store(quick: bool) -> str:
         disk = (f"{r['disk_as_left'] / r['requests']:.0f} / {r['disk_compacted'] / r['requests']:.0f}"
                 f" (entry: {r['logical_entry_bytes']:.0f})" if "disk_as_left" in r else "—")
         rows.append([labels[case], f"{per_traced:,.0f}", f"{per_rss:,.0f}",
-                     f"{r['requests']:,}", disk, f"{r['feed_us_per_event']:.2f}"])
+                     f"{r['requests']:,}", disk, f"{r['feed_us_per_event']:.2f}",
+                     "{:.2f} / {:.2f}".format(*r["roundtrip_us"])])
     lines = [table(["store, request shape", "Python heap B/pending (tracemalloc)",
                     "RSS growth B/pending", "pending in the RSS run",
                     "disk B/pending: as left / compacted (logical key+value)",
-                    "feed µs/event"], rows), ""]
+                    "feed µs/event", "store get+put µs: same / new deadline"], rows), ""]
     lines.append(f"tracemalloc runs hold {n_traced:,} pending requests; RSS runs "
                  f"{n_rss:,} (memory) and {n_disk:,} (disk), each in a fresh process, after a "
                  f"1,000-request warm-up; the worker's per-checkpoint housekeeping (release, "
-                 f"expire, drain_dirty, and DiskStore.committed) runs every "
+                 f"check_pairs, expire, drain_dirty, and DiskStore.committed) runs every "
                  f"{CHECKPOINT_EVERY:,} requests. RSS growth of the disk store is RocksDB's "
                  "memtables and block cache plus the write-back cache between checkpoints: "
                  "it does not grow with the pending count the way the memory store does "

@@ -37,7 +37,7 @@ from rollguard.schemas.events import DeadLetter, Invalid, decode_label, decode_p
 from rollguard.streams.aggregate import ExperimentStats
 from rollguard.streams.changelog import DISK, META, STATE, Change, is_pending, name_of, pending_key
 from rollguard.streams.join import INPUT_KINDS, Joiner
-from rollguard.streams.pending import DiskStore, MemoryStore, decode_entry, encode_entry
+from rollguard.streams.pending import DiskStore, MemoryStore, decode_entry
 from rollguard.streams.records import FIRST, Batch
 
 if TYPE_CHECKING:
@@ -217,8 +217,8 @@ class JoinPartition:
         """What changed since the last call, for the next checkpoint: the pending entries
         (in memory: ``state``; on disk: ``disk``) and the meta, which covers
         :attr:`next_offset` of every input."""
-        changes = [Change(STATE, pending_key(rid), None if e is None else encode_entry(e))
-                   for rid, e in self.joiner.memory.drain_dirty()]
+        changes = [Change(STATE, pending_key(rid), value)
+                   for rid, value in self.joiner.memory.stage()]
         disk = self.joiner.disk
         if disk is not None:
             changes += [Change(DISK, pending_key(rid), value) for rid, value in disk.stage()]

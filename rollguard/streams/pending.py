@@ -22,6 +22,7 @@ prediction or label arriving later is recognised and counted once.
 from __future__ import annotations
 
 import heapq
+import math
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -66,56 +67,198 @@ def decode_entry(data: bytes) -> PendingEntry:
     return _ENTRY_DECODER.decode(data)
 
 
+class _Head(msgspec.Struct, array_like=True, gc=False):
+    """The first two items of an encoded :class:`PendingEntry` (the rest is skipped)."""
+
+    experiment: msgspec.Raw = msgspec.Raw(b"")
+    deadline: float = 0.0
+
+
+_HEAD_DECODER = msgspec.msgpack.Decoder(_Head)
+
+_UNCHANGED = object()
+
+#: widths (seconds of event time) of the deadline index's buckets, finest first, and how many
+#: request ids a bucket takes (except the finest) before later ones go to a finer level
+BUCKET_WIDTHS_S = (1.0, 16.0, 256.0, 4096.0, 65536.0)
+BUCKET_IDS = 4096
+
+
 class MemoryStore:
-    """Pending entries in a dict, a heap of deadlines (lazily pruned), and a dirty set."""
+    """Pending entries in a dict, each kept packed (``encode_entry`` bytes, decoded on access).
+
+    A pending request costs its key, one bytes object and about a slot in a list of the
+    deadline index (bench/RESULTS.md, "Pending join state"), not a tree of Python objects.
+    Entries changed since the last ``drain_dirty`` stay objects until it packs them (a
+    write-back cache bounded by one checkpoint interval of traffic, as on :class:`DiskStore`),
+    so the parts of a request arriving close together, its release and its checkpoint cost
+    one encoding and no decoding. A change is kept by ``put`` only: ``get`` may return a copy.
+
+    Deadlines live inside the entries; the index only says where to look. A request id waits
+    in a bucket of deadlines: the coarsest one (``BUCKET_WIDTHS_S``, up to 18 h) that is not
+    full (``BUCKET_IDS``) and not opened yet. ``expire`` opens every bucket that starts before
+    its limit, coarse ones first, and files each id again by its entry's current deadline, one
+    level finer; ids from opened fine buckets go to an exact heap of ``(deadline,
+    request_id)``, from which entries leave in that order. So only about a second's worth of
+    deadlines is held as tuples, and an expiry moves at most a few full buckets at once. An id
+    stays in the bucket of its current deadline: ``put`` files it again only when the deadline
+    moved to another second; an opened bucket drops ids whose entry is gone or whose deadline
+    lies elsewhere (until then they wait, as stale heap items did before).
+
+    >>> store = MemoryStore()
+    >>> for rid, deadline in (("b", 5000.0), ("a", 5000.0), ("c", 3.5)):
+    ...     store.put(rid, PendingEntry(experiment="e", deadline=deadline))
+    >>> [rid for rid, _ in store.expire(before=4.0)], len(store)
+    (['c'], 2)
+    >>> entry = store.get("a"); entry.deadline = 9000.0; store.put("a", entry)
+    >>> [(rid, entry.deadline) for rid, entry in store.expire(before=6000.0)]
+    [('b', 5000.0)]
+    """
 
     def __init__(self) -> None:
-        self._entries: dict[str, PendingEntry] = {}
-        self._deadlines: list[tuple[float, str]] = []
-        self._dirty: set[str] = set()
+        # every pending request: its entry packed as of the last drain_dirty (b"" if newer)
+        self._entries: dict[str, bytes] = {}
+        # changed since the last drain_dirty: the entry (None: removed) and the deadline its
+        # id is filed for (see _refile)
+        self._changed: dict[str, PendingEntry | None] = {}
+        self._filed: dict[str, float] = {}
+        # the deadline index, per level (finest first): bucket number -> request ids, and the
+        # bucket numbers in a heap; buckets starting before ``_opened_to`` have been opened
+        self._buckets: list[dict[float, list[str]]] = [{} for _ in BUCKET_WIDTHS_S]
+        self._order: list[list[float]] = [[] for _ in BUCKET_WIDTHS_S]
+        self._near: list[tuple[float, str]] = []
+        self._opened_to = -math.inf
+        self._buffer = bytearray(256)
+
+    def _pack(self, entry: PendingEntry) -> bytes:
+        """``encode_entry(entry)`` in a bytes object of its exact size (what ``encode`` returns
+        keeps its spare capacity: 17 B more for a shadow request's entry)."""
+        _ENTRY_ENCODER.encode_into(entry, self._buffer)
+        return bytes(self._buffer)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, request_id: str) -> PendingEntry | None:
-        return self._entries.get(request_id)
+        entry = self._changed.get(request_id, _UNCHANGED)
+        if entry is not _UNCHANGED:
+            return entry
+        data = self._entries.get(request_id)
+        return None if data is None else _ENTRY_DECODER.decode(data)
 
     def put(self, request_id: str, entry: PendingEntry, *, deadline_changed: bool = True) -> None:
         """Store ``entry`` (new or changed); pass ``deadline_changed=False`` for cheap updates."""
-        self._entries[request_id] = entry
-        self._dirty.add(request_id)
+        entries = self._entries
         if deadline_changed:
-            heapq.heappush(self._deadlines, (entry.deadline, request_id))
+            deadline, filed = entry.deadline, self._filed
+            before = filed.get(request_id)
+            if before is None:
+                data = entries.get(request_id)
+                if data:
+                    before = _HEAD_DECODER.decode(data).deadline
+            filed[request_id] = deadline
+            self._refile(request_id, deadline, before)
+        self._changed[request_id] = entry
+        if request_id not in entries:
+            entries[request_id] = b""
 
     def remove(self, request_id: str) -> None:
         if self._entries.pop(request_id, None) is not None:
-            self._dirty.add(request_id)
+            self._changed[request_id] = None
+            self._filed.pop(request_id, None)
 
     def expire(self, before: float) -> Iterator[tuple[str, PendingEntry]]:
         """Remove and yield every entry whose deadline is earlier than ``before``."""
-        heap, entries = self._deadlines, self._entries
-        while heap and heap[0][0] < before:
-            deadline, request_id = heapq.heappop(heap)
-            entry = entries.get(request_id)
+        if before > self._opened_to:
+            self._opened_to = before
+        for level in range(len(BUCKET_WIDTHS_S) - 1, -1, -1):
+            width, buckets, order = BUCKET_WIDTHS_S[level], self._buckets[level], self._order[level]
+            while order and order[0] * width < self._opened_to:
+                number = heapq.heappop(order)
+                for request_id in buckets.pop(number):
+                    deadline = self._deadline(request_id)
+                    if deadline is not None and deadline // width == number:
+                        self._file(request_id, deadline, level - 1)
+        near = self._near
+        while near and near[0][0] < before:
+            deadline, request_id = heapq.heappop(near)
+            entry = self.get(request_id)
             if entry is not None and entry.deadline == deadline:
-                del entries[request_id]
-                self._dirty.add(request_id)
+                self.remove(request_id)
                 yield request_id, entry
 
     def drain_dirty(self) -> list[tuple[str, PendingEntry | None]]:
         """What changed since the last call: ``(request_id, entry or None if removed)``."""
-        entries = self._entries
-        changed = [(rid, entries.get(rid)) for rid in self._dirty]
-        self._dirty = set()
-        return changed
+        return [(rid, entry) for rid, entry, _ in self._drain()]
+
+    def stage(self) -> list[tuple[str, bytes | None]]:
+        """What changed since the last call, packed (``encode_entry`` bytes, None if
+        removed): the changelog records of the next checkpoint, encoded once."""
+        return [(rid, value) for rid, _, value in self._drain()]
+
+    def _drain(self) -> list[tuple[str, PendingEntry | None, bytes | None]]:
+        changed, self._changed, self._filed = self._changed, {}, {}
+        entries, pack = self._entries, self._pack
+        out = []
+        for request_id, entry in changed.items():
+            value = None
+            if entry is not None:
+                value = entries[request_id] = pack(entry)
+            out.append((request_id, entry, value))
+        return out
 
     def load(self, request_id: str, entry: PendingEntry | None) -> None:
         """Apply one restored changelog record (not marked dirty)."""
+        if request_id in self._changed:  # (not during a restore) the change stays dirty
+            if entry is None:
+                self.remove(request_id)
+            else:
+                self.put(request_id, entry)
+            return
+        entries = self._entries
         if entry is None:
-            self._entries.pop(request_id, None)
-        else:
-            self._entries[request_id] = entry
-            heapq.heappush(self._deadlines, (entry.deadline, request_id))
+            entries.pop(request_id, None)
+            return
+        old = entries.get(request_id)
+        entries[request_id] = self._pack(entry)
+        self._refile(request_id, entry.deadline,
+                     None if old is None else _HEAD_DECODER.decode(old).deadline)
+
+    def _deadline(self, request_id: str) -> float | None:
+        """The current deadline of a pending request (None: not pending)."""
+        entry = self._changed.get(request_id, _UNCHANGED)
+        if entry is not _UNCHANGED:
+            return None if entry is None else entry.deadline
+        data = self._entries.get(request_id)
+        return None if data is None else _HEAD_DECODER.decode(data).deadline
+
+    def _refile(self, request_id: str, deadline: float, before: float | None) -> None:
+        """File ``request_id`` for its new ``deadline``, unless its id waits already in a
+        bucket holding that second (``before``: the deadline it was filed for, if any)."""
+        second = deadline // 1.0
+        if before is not None and second >= self._opened_to and before // 1.0 == second:
+            return
+        self._file(request_id, deadline, len(BUCKET_WIDTHS_S) - 1)
+
+    def _file(self, request_id: str, deadline: float, level: int) -> None:
+        """Put ``request_id`` into the index, at ``level`` or finer, or into the exact heap."""
+        if deadline - deadline == 0.0:  # (not infinite, not NaN)
+            opened_to = self._opened_to
+            while level >= 0:
+                width = BUCKET_WIDTHS_S[level]
+                number = deadline // width
+                if number * width >= opened_to:  # this bucket is not opened yet
+                    buckets = self._buckets[level]
+                    bucket = buckets.get(number)
+                    if bucket is None:
+                        buckets[number] = [request_id]
+                        heapq.heappush(self._order[level], number)
+                        return
+                    if len(bucket) < BUCKET_IDS or level == 0:
+                        bucket.append(request_id)
+                        return
+                level -= 1
+        heapq.heappush(self._near, (deadline, request_id))
 
     def committed(self, changelog_offset: int) -> None:
         """A checkpoint reached the changelog; nothing to persist locally for memory."""
