@@ -5,8 +5,8 @@
 
 1. **Calibration**: a backlog of load events (three undecided shadow experiments, as in
    bench_throughput.py) is produced, the worker (``rollguard worker``, its own process) is
-   started on it, and its rate is the backlog over the time its consumer group took to
-   commit it all: the maximum rate. Skipped with ``--rate``.
+   started on it, and its rate is the backlog over the time it took to read it all (its
+   Prometheus input counter, sampled every 50 ms): the maximum rate. Skipped with ``--rate``.
 2. **Latency**, once per checkpoint interval: the worker runs while load events are produced
    live at HALF that rate (event time = wall time, labels 1–5 s after their request). Every
    second a *probe* experiment gets 20 requests with both arms' predictions and their labels
@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (PYTHON, broker, committed_offsets, end_offsets, fresh_prefix, log,  # noqa: E402
-                          machine_line, produce_raw, shadow_traffic, table, write_section)
+from bench.common import (PYTHON, broker, fresh_prefix, log, machine_line, produce_raw,  # noqa: E402
+                          shadow_traffic, table, write_section)
 
 LOAD = ("churn", "fraud", "upsell")
 PROBE_REQUESTS = 20
@@ -55,13 +55,28 @@ def experiments_yaml(probes: int) -> str:
 
 
 def start_worker(bootstrap: str, prefix: str, exp_file: Path, interval: float,
-                 app_id: str) -> subprocess.Popen:
+                 app_id: str, metrics_port: int | None = None) -> subprocess.Popen:
     data_dir = tempfile.mkdtemp(prefix="rollguard-bench-latency-")
+    metrics = [] if metrics_port is None else ["--metrics-port", str(metrics_port),
+                                               "--metrics-host", "127.0.0.1"]
     return subprocess.Popen(
         [PYTHON, "-m", "rollguard.cli", "worker", str(exp_file), "-b", bootstrap,
          "--topic-prefix", prefix, "--app-id", app_id, "--data-dir", data_dir,
-         "--checkpoint-interval", str(interval), "--log-level", "WARNING"],
+         "--checkpoint-interval", str(interval), "--log-level", "WARNING", *metrics],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def messages_read(port: int) -> int | None:
+    """``rollguard_input_messages_total`` of the worker's /metrics (None: not serving yet)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("rollguard_input_messages_total{")))
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -87,27 +102,29 @@ def calibrate(bootstrap: str, exp_file: Path, partitions: int, n_events: int) ->
                 enc(event).encode()
 
     total = produce_raw(bootstrap, messages(), total=n_events)
-    ends = end_offsets(bootstrap, list(names.inputs()))
-    app_id = f"blatc-{uuid.uuid4().hex[:6]}"
-    worker = start_worker(bootstrap, names.prefix, exp_file, 1.0, app_id)
-    began, first = time.monotonic(), None
+    from rollguard.kafka.local import free_port
+
+    port = free_port()
+    worker = start_worker(bootstrap, names.prefix, exp_file, 1.0,
+                          f"blatc-{uuid.uuid4().hex[:6]}", metrics_port=port)
+    began, first, last = time.monotonic(), None, None
     try:
-        while time.monotonic() - began < 300:
-            done = committed_offsets(bootstrap, app_id, list(ends))
-            read = sum(max(0, min(done.get(tp, -1), end)) for tp, end in ends.items())
+        while time.monotonic() - began < 300:  # the input counter, every 50 ms
+            read = messages_read(port) or 0
             if read and first is None:
                 first = (time.monotonic(), read)
             if read >= total:
+                last = time.monotonic()
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             raise RuntimeError("the worker did not read the calibration backlog in 300 s")
     finally:
         stop(worker)
     t0, read0 = first
-    rate = (total - read0) / max(1e-9, time.monotonic() - t0)
-    log(f"calibration: the worker read {total:,} events at {rate:,.0f} events/s (from its "
-        "group's committed offsets)")
+    rate = (total - read0) / max(1e-9, last - t0)
+    log(f"calibration: the worker read {total:,} events at {rate:,.0f} events/s (its input "
+        "counter, sampled every 50 ms)")
     return rate
 
 
@@ -287,7 +304,7 @@ def main() -> None:
         f"The worker (`rollguard worker`, its own process, {args.partitions} partitions) on a "
         "single local broker on the same cores. "
         + (f"Calibrated maximum: {maximum:,.0f} events/s (a backlog read by the worker, from its "
-           f"group's committed offsets); load at half of it. " if maximum else
+           f"input counter); load at half of it. " if maximum else
            f"Load given: {rate:,.0f} events/s. ")
         + "Load: three undecided shadow experiments, live event times, labels 1–5 s after "
         "their request. Probes: one experiment a second gets 20 requests and labels that "

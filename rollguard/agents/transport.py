@@ -81,10 +81,16 @@ def coalesce(records: list[Any]) -> Any:
                                                          for r in records))
 
 
+#: the longest a fetch waits at the broker for new data (Faust's driver asks 1,500 ms): a
+#: decision travels join → outcomes → evaluator → control, and every hop may wait this long
+FETCH_MAX_WAIT_MS = 100
+
+
 class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._isolation_level = "read_committed"
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
     async def _fetch_records(self, consumer: Any, active_partitions: Any,
