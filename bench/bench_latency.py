@@ -1,14 +1,14 @@
 """Label → control event latency of the worker under load, on a real broker.
 
     .venv/bin/python bench/bench_latency.py [--quick] [--partitions 6] [--probes 60]
-                                            [--intervals 1.0,0.5] [--rate EVENTS_PER_S]
+                                            [--intervals 1.0,0.5] [--fractions 0.5,0.25] [--rate EVENTS_PER_S]
 
 1. **Calibration**: a backlog of load events (three undecided shadow experiments, as in
    bench_throughput.py) is produced, the worker (``rollguard worker``, its own process) is
    started on it, and its rate is the backlog over the time it took to read it all (its
    Prometheus input counter, sampled every 50 ms): the maximum rate. Skipped with ``--rate``.
-2. **Latency**, once per checkpoint interval: the worker runs while load events are produced
-   live at HALF that rate (event time = wall time, labels 1–5 s after their request). Every
+2. **Latency**, once per load and checkpoint interval: the worker runs while load events are
+   produced live at a fraction of that rate (half, a quarter) (event time = wall time, labels 1–5 s after their request). Every
    second a *probe* experiment gets 20 requests with both arms' predictions and their labels
    (the candidate right, the champion wrong: it is promoted after a few labels). A promotion's
    ``ts`` is the event time of the outcome that decided it, which is the wall time its label
@@ -268,8 +268,10 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--probes", type=int, default=None)
     ap.add_argument("--intervals", default="1.0,0.5", help="checkpoint intervals to measure")
-    ap.add_argument("--rate", type=float, default=None, help="load events/s (default: half "
-                    "the calibrated maximum)")
+    ap.add_argument("--rate", type=float, default=None, help="load events/s (default: the "
+                    "--fractions of the calibrated maximum)")
+    ap.add_argument("--fractions", default="0.5,0.25", help="loads, as fractions of the "
+                    "calibrated maximum")
     args = ap.parse_args()
     probes = args.probes or (20 if args.quick else 100)
     began = time.monotonic()
@@ -282,17 +284,20 @@ def main() -> None:
         if args.rate is None:
             maximum = calibrate(bootstrap, exp_file, args.partitions,
                                 60_000 if args.quick else 150_000)
-        rate = args.rate or maximum / 2
-        for interval in (float(x) for x in args.intervals.split(",")):
-            log(f"latency: load {rate:,.0f} events/s, checkpoint interval {interval} s, "
-                f"{probes} probes ...")
-            run = measure(bootstrap, exp_file, args.partitions, rate, interval, probes)
-            lat = run["latencies"]
-            log(f"  {run['promoted']}/{probes} probes promoted; latency median "
-                f"{statistics.median(lat) if lat else float('nan'):.3f} s, p99 "
-                f"{quantile(lat, 0.99):.3f} s, max {max(lat, default=float('nan')):.3f} s")
-            runs.append(run)
-    rows = [[f"{r['interval']:g} s", f"{r['offered']:,.0f}", f"{r['promoted']} / {r['probes']}",
+        rates = [args.rate] if args.rate else [maximum * float(f)
+                                               for f in args.fractions.split(",")]
+        for rate in rates:
+            for interval in (float(x) for x in args.intervals.split(",")):
+                log(f"latency: load {rate:,.0f} events/s, checkpoint interval {interval} s, "
+                    f"{probes} probes ...")
+                run = measure(bootstrap, exp_file, args.partitions, rate, interval, probes)
+                lat = run["latencies"]
+                log(f"  {run['promoted']}/{probes} probes promoted; latency median "
+                    f"{statistics.median(lat) if lat else float('nan'):.3f} s, p99 "
+                    f"{quantile(lat, 0.99):.3f} s, max {max(lat, default=float('nan')):.3f} s")
+                runs.append(run)
+    rows = [[f"{r['rate'] / maximum:.2f} × max" if maximum else "given",
+             f"{r['interval']:g} s", f"{r['offered']:,.0f}", f"{r['promoted']} / {r['probes']}",
              f"{statistics.median(r['latencies']) * 1000:.0f}" if r["latencies"] else "—",
              f"{quantile(r['latencies'], 0.9) * 1000:.0f}",
              f"{quantile(r['latencies'], 0.99) * 1000:.0f}",
@@ -304,15 +309,17 @@ def main() -> None:
         f"The worker (`rollguard worker`, its own process, {args.partitions} partitions) on a "
         "single local broker on the same cores. "
         + (f"Calibrated maximum: {maximum:,.0f} events/s (a backlog read by the worker, from its "
-           f"input counter); load at half of it. " if maximum else
+           f"input counter); loads at fractions of it. " if maximum else
            f"Load given: {rate:,.0f} events/s. ")
         + "Load: three undecided shadow experiments, live event times, labels 1–5 s after "
-        "their request. Probes: one experiment a second gets 20 requests and labels that "
+        "their request, produced by a Python thread of the benchmark on the same two cores. "
+        "A probe not promoted within 5 s of the last one counts as not promoted (its latency "
+        "is above the table's). Probes: one experiment a second gets 20 requests and labels that "
         "promote it; latency = when a consumer of the control topic received the `promote` "
         "minus its `ts` (the wall time its deciding label was produced). Every experiment has "
         "`allowed_lateness: 0s`.",
         "",
-        table(["checkpoint interval", "load offered (events/s)", "probes promoted",
+        table(["load", "checkpoint interval", "load offered (events/s)", "probes promoted",
                "median (ms)", "p90 (ms)", "p99 (ms)", "max (ms)"], rows),
     ])
     print(body)
