@@ -494,6 +494,8 @@ class Runtime:
         task.unchecked += len(batch.offsets)
         if task.unchecked >= SKEW_CHECK_EVERY:  # between checkpoints too: a catch-up is fast
             task.unchecked = 0
+            if self.board is not None:  # the others' latest frontiers (a read that never waits)
+                self.skew_limit = self._lowest_frontier() + self.config.max_skew
             if task.core.frontier > self.skew_limit and task.partition not in self.paused:
                 self._pause({task.partition})
                 self.paused.add(task.partition)
@@ -625,7 +627,7 @@ class Runtime:
         (agents/skew.py). Paused again at every checkpoint: Faust may resume partitions
         after a rebalance."""
         own = {p: task.frontier for p, task in self.join_tasks.items()}
-        lowest = slowest({**self.board.read(), **own})  # our own frontiers are the freshest
+        lowest = self._lowest_frontier()
         self.skew_limit = lowest + self.config.max_skew
         pause = paused(own, lowest, self.config.max_skew)
         resume = self.paused - pause
@@ -635,6 +637,11 @@ class Runtime:
         self._pause(pause)  # all of them: Faust may have resumed some after a rebalance
         self.paused = pause
         self._count_partitions()
+
+    def _lowest_frontier(self) -> float:
+        """The slowest join partition's frontier, ours being the freshest we know."""
+        own = {p: task.frontier for p, task in self.join_tasks.items()}
+        return slowest({**self.board.read(), **own})
 
     def _pause(self, partitions: set[int]) -> None:
         """Stop fetching ``partitions`` (saying so for those not paused yet)."""
