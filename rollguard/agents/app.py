@@ -54,8 +54,8 @@ def stop_on_error(what: str, exc: BaseException) -> None:
 
 class BackgroundCheckpoints:
     """The worker's checkpoints: one every ``interval`` seconds, or at once when a decision
-    waits to be published, one at a time, awaiting the broker off the event loop
-    (:meth:`Runtime.checkpoint_in_background`).
+    waits to be published, one at a time, awaiting the transactions' commits off the event
+    loop (:meth:`Runtime.checkpoint_in_background`).
 
     Faust commits the consumer group's offsets on its own timer; they never pass what the
     last committed checkpoint covers (``app.commit_ceiling``). A checkpoint that fails ends

@@ -563,8 +563,8 @@ class Runtime:
     # and say what changed: CPU work, in the event loop), commits the tasks' transactions
     # side by side, and only then lets the consumer group commit the input offsets they
     # cover (:meth:`commit_ceiling`). :meth:`checkpoint` waits for the broker in place (the
-    # final checkpoint, tests); :meth:`checkpoint_in_background` awaits its answers in the
-    # I/O threads, so the agents go on reading while a transaction commits.
+    # final checkpoint, tests); :meth:`checkpoint_in_background` awaits the commits in the
+    # I/O threads, so the agents go on reading while the transactions commit.
     def checkpoint(self, *, final: bool = False) -> None:
         began = time.perf_counter()
         staged = self._stage(self.end_offsets(self._input_partitions()), final=final)
@@ -574,8 +574,11 @@ class Runtime:
     async def checkpoint_in_background(self) -> None:
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
-        ends = await loop.run_in_executor(self._io, self.end_offsets, self._input_partitions())
-        staged = self._stage(ends, final=False)
+        # the end offsets are asked in place (one ListOffsets, milliseconds): had the agents
+        # read on while waiting for them, a partition whose new input arrived after the
+        # answer, not read yet, would count as idle while another had already read its own,
+        # and the evaluator would release that one's records first
+        staged = self._stage(self.end_offsets(self._input_partitions()), final=False)
         await asyncio.gather(*(loop.run_in_executor(self._io, task.finish) for task in staged))
         self._committed(staged, began)
 
