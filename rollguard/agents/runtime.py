@@ -229,11 +229,6 @@ class JoinTask:
         self.staged_dead = {}
         self.core.durable(self.checkpointer.last_offsets.get(self.changelogs[DISK]))
 
-    def complete(self) -> None:
-        """Commit the staged transaction, waiting here."""
-        self.finish()
-        self.committed()
-
     def close(self) -> None:
         self.checkpointer.close()
         self.core.close()
@@ -630,7 +625,7 @@ class Runtime:
         (agents/skew.py). Paused again at every checkpoint: Faust may resume partitions
         after a rebalance."""
         own = {p: task.frontier for p, task in self.join_tasks.items()}
-        lowest = self._lowest_frontier()
+        lowest = self._lowest_frontier(own)
         self.skew_limit = lowest + self.config.max_skew
         pause = paused(own, lowest, self.config.max_skew)
         resume = self.paused - pause
@@ -641,9 +636,11 @@ class Runtime:
         self.paused = pause
         self._count_partitions()
 
-    def _lowest_frontier(self) -> float:
-        """The slowest join partition's frontier, ours being the freshest we know."""
-        own = {p: task.frontier for p, task in self.join_tasks.items()}
+    def _lowest_frontier(self, own: dict[int, float] | None = None) -> float:
+        """The slowest join partition's frontier, ours (``own``, else read off the tasks)
+        being the freshest we know."""
+        if own is None:
+            own = {p: task.frontier for p, task in self.join_tasks.items()}
         return slowest({**self.board.read(), **own})
 
     def _pause(self, partitions: set[int]) -> None:
