@@ -102,6 +102,20 @@ def test_a_guardrail_breach_during_the_bake_rolls_back():
     assert "guardrail error_rate" in events[-1].reason and events[-1].champion == "m:1"
 
 
+def test_a_latency_regression_that_begins_after_the_promotion_rolls_back():
+    # promoted while as fast as the champion, then 1.6 × slower (a dependency that degrades
+    # under full traffic): the window's latency test started at the promotion catches it
+    exp = experiment(bake={"duration": "10000s", "min_samples": 1000},
+                     guardrails=[{"metric": "latency_p95_ms", "max_ratio": 1.1}])
+    policy = Policy(exp)
+    slow = Arm("m:2", BETTER.accuracy, latency_ms=(16.0, 0.3))
+    events = play(policy, phases(policy, [(BETTER, 6000), (slow, 20000)], seed=5))
+    assert [e.action for e in events] == ["start", "promote", "rollback"]
+    promote, rollback = events[1:]
+    assert promote.ts < 6000 and "guardrail latency_p95_ms" in rollback.reason
+    assert rollback.champion == "m:1" and rollback.ts - promote.ts < 10000
+
+
 BAKE_RUNS = 150
 
 
