@@ -181,7 +181,7 @@ class History:
             status = policy.status()
             active = sorted(a for a, t in status["evidence"]["candidates"].items()
                             if t.get("status") == "active")
-            routine = (policy.mode.name == "bandit" and all(
+            routine = (policy.mode.reallocates and all(
                 e.action == "set_traffic" for e in events) and active == self.active)
             if not routine:
                 at.insert(0, "decision")

@@ -53,6 +53,9 @@ class Mode:
     delta = SplitDelta
     #: whether a sample-ratio-mismatch guardrail applies (only where traffic is split)
     splits_traffic = True
+    #: whether its traffic changes are routine allocation rather than decisions (a person
+    #: reading the history wants a bandit's decisions, not each reallocation)
+    reallocates = False
 
     def __init__(self, experiment: Experiment) -> None:
         self.experiment = experiment
@@ -209,6 +212,7 @@ class BanditMode(Mode):
     """
 
     name = "bandit"
+    reallocates = True
 
     def __init__(self, experiment: Experiment) -> None:
         super().__init__(experiment)

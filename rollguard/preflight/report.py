@@ -268,15 +268,37 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 # -- terminal -------------------------------------------------------------------------------------
+#: the terminal report is wrapped to the console's width, at most this many columns
+MAX_WIDTH = 100
+
+
+def _fill(text: str, width: int, indent: int, first: str | None = None) -> str:
+    """``text`` wrapped to ``width`` columns, continuation lines indented by ``indent``.
+
+    >>> print(_fill("one two three four five", 20, 4, first="  x "))
+      x one two three
+        four five
+    """
+    import textwrap
+
+    return textwrap.fill(text, max(40, width), initial_indent=" " * indent if first is None
+                         else first, subsequent_indent=" " * indent, break_on_hyphens=False)
+
+
 def print_report(console: Any, report: Report) -> None:
-    """The report for people, on a rich Console."""
+    """The report for people, on a rich Console, wrapped to its width (at most
+    ``MAX_WIDTH``) with sentences indented under their check."""
     from rich.text import Text
 
-    console.print(Text.assemble(("rollguard preflight ", "bold"), f"{report.source}: ",
-                                (report.candidate, "bold"), " against the champion ",
-                                report.champion))
+    width = min(console.width or 80, MAX_WIDTH)
+
+    def say(text: str | Text) -> None:
+        console.print(text, soft_wrap=False, width=width)
+
+    say(Text.assemble(("rollguard preflight ", "bold"), f"{report.source}: ",
+                      (report.candidate, "bold"), " against the champion ", report.champion))
     for name, described in report.inputs.items():
-        console.print(Text(f"  {name:<11} {_describe_input(described)}"))
+        console.print(Text(_fill(_describe_input(described), width, 14, f"  {name:<11} ")))
     settings = report.settings
     if "metric" in settings:
         latency = settings.get("latency guardrail") or {}
@@ -284,17 +306,17 @@ def print_report(console: Any, report: Report) -> None:
                            if k != "metric" and isinstance(v, (int, float)))
         origins = {v for k, v in (settings.get("from") or {}).items() if k != "experiment"}
         where = f" (from {', '.join(sorted(origins))})" if origins else ""
-        console.print(Text(f"  {'judged by':<11} {settings['metric']}, margin "
-                           f"{settings.get('margin', 0):g}, α {settings.get('alpha'):g}; "
-                           f"{latency.get('metric')} {bounds}{where}"))
+        console.print(Text(_fill(f"{settings['metric']}, margin {settings.get('margin', 0):g}, "
+                                 f"α {settings.get('alpha'):g}; {latency.get('metric')} "
+                                 f"{bounds}{where}", width, 14, f"  {'judged by':<11} ")))
     for note in report.notes:
-        console.print(Text(f"  note: {note}", style="dim"))
+        console.print(Text(_fill(f"note: {note}", width, 8, "  "), style="dim"))
     for check in report.checks:
-        console.print(Text.assemble(f"\n{check.status.upper():>7}  ", style=STYLE[check.status])
-                      + Text.assemble((check.title, "bold"), f"  ({check.name})"))
+        say(Text.assemble(f"\n{check.status.upper():>7}  ", style=STYLE[check.status])
+            + Text.assemble((check.title, "bold"), f"  ({check.name})"))
         for sentence in check.sentences:
-            console.print(Text(f"         {sentence}"))
+            console.print(Text(_fill(sentence, width, 9)))
     console.print()
-    console.print(Text(report.headline(), style=STYLE[report.status]))
+    say(Text(report.headline(), style=STYLE[report.status]))
     if report.registration:
-        console.print(Text(report.registration.get("sentence", ""), style="bold"))
+        say(Text(report.registration.get("sentence", ""), style="bold"))
