@@ -219,6 +219,8 @@ def test_a_better_candidate_passes_every_check_and_is_registered(loan_dir):
     quality = check(report, "non_inferiority").figures
     assert quality["candidate"]["value"] > quality["champion"]["value"]
     assert quality["delta"]["lower"] > -0.01 and quality["delta"]["level"] == 0.025
+    assert "minus the margin 0.01, with 97.5% confidence" in \
+        check(report, "non_inferiority").sentences[1]
     overfit = check(report, "overfitting").figures
     assert overfit["cross_validation"]["folds"] == 3 and len(overfit["learning_curve"]) == 2
     latency = check(report, "latency").figures
@@ -253,6 +255,42 @@ def test_a_candidate_trained_on_a_skewed_feature_fails_drift_and_constraints(loa
     assert constraints.status == "fail" and constraints.figures["inferred"]
     assert any(s.startswith("commission is >= 0 and <= 75 in ") for s in constraints.sentences)
     # on its own (skewed) holdout it looked as good as the better candidate: quality passes
+    assert check(report, "non_inferiority").status == "pass"
+
+
+def test_a_candidate_worse_than_the_champion_fails_non_inferiority(loan_dir):
+    # trained on the warehouse's export (commission in k$), judged on the real holdout
+    path = write_preflight(loan_dir, "worse", "loanmodels:predict_skewed", """
+        skip: [edge_cases, latency, overfitting]
+    """)
+    report = run_preflight(load_config(path))
+    result = check(report, "non_inferiority")
+    assert result.status == "fail" and report.exit_code == 1
+    delta = result.figures["delta"]
+    assert delta["upper"] < -0.01 and not delta["passed"]
+    assert "worse than the champion's by more than the margin 0.01, with 97.5% confidence" \
+        in result.sentences[1] and "the upper bound" in result.sentences[1]
+    assert "asymptotic" in result.sentences[1]
+
+
+def test_a_feature_production_stopped_sending_fails_the_missing_values_check(loan_dir):
+    # one client in five stopped sending hvalue: the model imputes it, the gate notices
+    lines = (loan_dir / "recent.jsonl").read_text().splitlines()
+    with (loan_dir / "recent_missing.jsonl").open("w") as handle:
+        for i, line in enumerate(lines):
+            request = json.loads(line)
+            if i % 5 == 0:
+                del request["features"]["hvalue"]
+            handle.write(json.dumps(request) + "\n")
+    path = write_preflight(loan_dir, "missing", "loanmodels:predict_v2", """
+        skip: [edge_cases, latency, overfitting]
+    """, production="{file: recent_missing.jsonl}")
+    report = run_preflight(load_config(path))
+    result = check(report, "missing")
+    assert result.status == "fail" and report.exit_code == 1
+    [row] = [r for r in result.figures["features"] if r["status"] == "fail"]
+    assert row["feature"] == "hvalue" and row["production"] == pytest.approx(0.2)
+    assert result.sentences[0].startswith("hvalue is missing in 20% of production requests")
     assert check(report, "non_inferiority").status == "pass"
 
 
@@ -322,7 +360,7 @@ def test_a_fixed_threshold_above_the_candidate_fails_with_its_point_estimate(loa
 
 # -- the command, as CI calls it -------------------------------------------------------------
 def test_the_command_exits_0_1_2_and_writes_the_reports(loan_dir, tmp_path):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="80")
     good = write_preflight(loan_dir, "cli-good", "loanmodels:predict_v2", """
         skip: [overfitting, edge_cases]
     """)
@@ -332,6 +370,9 @@ def test_the_command_exits_0_1_2_and_writes_the_reports(loan_dir, tmp_path):
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS: all 5 checks passed" in proc.stdout
+    # wrapped to 80 columns, sentences indented under their check (but a path stays whole)
+    assert max(len(line) for line in proc.stdout.splitlines()
+               if not line.startswith(("JSON report: ", "HTML report: "))) <= 80, proc.stdout
     assert "Traceback" not in proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["exit_code"] == 0 and len(report["checks"]) == 8

@@ -37,6 +37,9 @@ from rollguard.preflight.statistics import categorical_psi, histogram, ks_bounds
 
 __all__ = ["DriftCheck", "DriftLimits", "compare_feature"]
 
+#: PSI has no error guarantee, and psi_max is a rule of thumb (< 0.1 stable, > 0.25 major)
+PSI_NOTE = "point estimate; the limit is a rule of thumb"
+
 
 @dataclass(frozen=True)
 class DriftLimits:
@@ -73,7 +76,7 @@ def compare_feature(feature: Feature, train: Sequence[Any], production: Sequence
                    train_median=_median(ref), production_median=_median(cur))
         reasons = []
         if psi > limits.psi_max:
-            reasons.append(f"PSI {psi:.3g} > {limits.psi_max:g} (point estimate)")
+            reasons.append(f"PSI {psi:.3g} > {limits.psi_max:g} ({PSI_NOTE})")
         if lower > limits.ks_max:
             reasons.append(f"KS distance ≥ {lower:.3g} > {limits.ks_max:g} with "
                            f"{100 * (1 - level):.4g}% confidence (estimate {ks:.3g})")
@@ -94,7 +97,7 @@ def compare_feature(feature: Feature, train: Sequence[Any], production: Sequence
                unseen_examples=[_shown(key) for key, _ in top_unseen])
     reasons = []
     if psi > limits.psi_max:
-        reasons.append(f"PSI {psi:.3g} > {limits.psi_max:g} (point estimate)")
+        reasons.append(f"PSI {psi:.3g} > {limits.psi_max:g} ({PSI_NOTE})")
     if unseen_share > limits.unseen_max:
         examples = ", ".join(_shown(key) for key, _ in top_unseen[:3])
         reasons.append(f"{100 * unseen_share:.3g}% of production values are categories the "
@@ -145,15 +148,16 @@ class DriftCheck:
             sentences.append("Not compared (too few values): "
                              f"{', '.join(r['feature'] for r in skipped)}.")
         if not failed:
-            sentences.insert(0, f"No feature drifted beyond PSI {limits.psi_max:g}, KS "
-                             f"{limits.ks_max:g} (with confidence) or "
+            sentences.insert(0, f"No feature drifted beyond PSI {limits.psi_max:g} (a rule of "
+                             f"thumb), KS {limits.ks_max:g} (with confidence) or "
                              f"{100 * limits.unseen_max:g}% unseen categories, over "
                              f"{len(rows) - len(skipped)} features.")
         status = FAIL if failed else PASS if len(skipped) < len(rows) else SKIPPED
         figures = {"features": rows, "limits": limits.__dict__,
                    "ks_alpha_per_feature": alpha / k,
-                   "method": "PSI: point estimate (10 bins at the training deciles, as the live "
-                             "worker); KS: exact distance, DKW interval at α/k per feature"}
+                   "method": "PSI: point estimate against a heuristic limit, no error "
+                             "guarantee (10 bins at the training deciles, as the live worker); "
+                             "KS: exact distance, DKW interval at α/k per feature"}
         return CheckResult(self.name, status, self.title, sentences, figures, plots,
                            time.perf_counter() - started)
 

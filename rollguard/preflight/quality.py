@@ -185,20 +185,23 @@ class NonInferiorityCheck:
             f"[{cand['lower']:.4g}, {cand['upper']:.4g}], champion {champ['value']:.4g} "
             f"[{champ['lower']:.4g}, {champ['upper']:.4g}] ({conf} {cand['method']}s)."]
         lower, upper, estimate = test["lower"], test["upper"], test["estimate"]
-        how = (f"paired t-test at α/2 = {alpha / 2:g}, the lower bound of the two-sided "
-               f"{conf} interval, as the live promotion; n = {test['n']}")
+        one_sided = f"{100 * (1 - alpha / 2):g}% confidence"
+        how = (f"{conf} paired t-interval; a one-sided test at α/2 = {alpha / 2:g}, as the live "
+               f"promotion; asymptotic, n = {test['n']}")
         if test["passed"]:
             sentences.append(f"The candidate's {metric} is at least the champion's minus the "
-                             f"margin {margin:g}: Δ{direction} ≥ {_signed(lower)} ({how}), "
-                             f"estimate {_signed(estimate)}.")
+                             f"margin {margin:g}, with {one_sided}: Δ{direction} ≥ "
+                             f"{_signed(lower)}, the lower bound ({how}); estimate "
+                             f"{_signed(estimate)}.")
         elif upper < -margin:
             sentences.append(f"The candidate's {metric} is worse than the champion's by more "
-                             f"than the margin {margin:g}: Δ{direction} ≤ {_signed(upper)} with "
-                             f"{conf} confidence ({how}), estimate {_signed(estimate)}.")
+                             f"than the margin {margin:g}, with {one_sided}: Δ{direction} ≤ "
+                             f"{_signed(upper)}, the upper bound ({how}); estimate "
+                             f"{_signed(estimate)}.")
         else:
             sentences.append(f"The holdout does not show the candidate's {metric} within the "
                              f"margin {margin:g} of the champion's: Δ{direction} in "
-                             f"[{_signed(lower)}, {_signed(upper)}] ({how}), estimate "
+                             f"[{_signed(lower)}, {_signed(upper)}] ({how}); estimate "
                              f"{_signed(estimate)}; a larger holdout may decide.")
         if cand["unusable_rows"]:
             sentences.append(f"{cand['unusable_rows']} holdout rows got no prediction from the "

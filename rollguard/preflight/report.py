@@ -275,9 +275,9 @@ MAX_WIDTH = 100
 def _fill(text: str, width: int, indent: int, first: str | None = None) -> str:
     """``text`` wrapped to ``width`` columns, continuation lines indented by ``indent``.
 
-    >>> print(_fill("one two three four five", 20, 4, first="  x "))
-      x one two three
-        four five
+    >>> print(_fill("one two three four five six seven eight nine ten", 40, 4, first="  x "))
+      x one two three four five six seven
+        eight nine ten
     """
     import textwrap
 

@@ -41,7 +41,8 @@ __all__ = ["ks_distance", "ks_bounds", "categorical_psi", "wilson_interval", "me
 
 #: shares below it count as it in PSI (as rollguard.stats.Drift)
 PSI_EPSILON = 1e-4
-NONINFERIORITY_METHOD = "paired Student t-test on the holdout (fixed sample), one-sided at α/2"
+NONINFERIORITY_METHOD = ("paired Student t-test on the holdout (fixed sample, asymptotic), "
+                         "one-sided at α/2")
 
 
 def ks_distance(a: Sequence[float], b: Sequence[float]) -> float:
