@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -26,6 +27,10 @@ from rollguard.replay import Replay
 from rollguard.schemas import encode, parse_experiments
 from rollguard.streams.topics import TopicNames
 from rollguard.synth import Arm, ab_events, shadow_events
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the demo's recommender experiment
+INTERLEAVED = "recs-interleave-v2"
 
 EXPERIMENTS = """
 - name: better
@@ -185,6 +190,44 @@ def get(url: str) -> tuple[int, str, bytes]:
             return response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+def interleave_published(n: int = 3000):
+    """The demo's recommender experiment (mode interleave, rollguard/demo/experiments.yaml) as
+    the worker publishes it: (control events, snapshots, history points)."""
+    import yaml
+
+    from rollguard.synth_ranking import Catalogue, Ranker, interleave_events
+
+    demo = yaml.safe_load((ROOT / "rollguard" / "demo" / "experiments.yaml").read_text())
+    experiments = parse_experiments(yaml.safe_dump([e for e in demo
+                                                    if e["mode"] == "interleave"]), "demo.yaml")
+    events = interleave_events(Ranker("recs:1", noise=3.0), Ranker("recs:2", noise=0.5),
+                               Catalogue(items=200, seed=1), n, 4, experiment=INTERLEAVED)
+    replay = Replay(experiments, history=True)
+    control = [encode(e) for e in replay.run_lines(json.dumps(e).encode() for e in events)]
+    snapshots = {name: msgspec.json.encode({**ev.snapshot(), "published_at": 1000.0})
+                 for name, ev in replay.evaluators.items()}
+    return control, snapshots, [msgspec.json.encode(p) for p in replay.take_history()]
+
+
+def test_an_interleave_experiment_shows_its_wins_and_losses_and_the_rankers_figures():
+    control, snapshots, points = interleave_published()
+    board = Board()
+    fill(board, control, snapshots, points)
+    [row] = board.overview(now=1000.0)["experiments"]
+    assert (row["mode"], row["state"], row["champion"]) == ("interleave", "promote", "recs:2")
+    page = board.detail(INTERLEAVED, now=1000.0)
+    [test] = page["tests"]
+    evidence = json.loads(control[-1])["evidence"]
+    assert test["interleaving"] == evidence["interleaving"]["recs:2"]
+    assert test["interleaving"]["wins"] > test["interleaving"]["losses"]
+    assert sum(test["interleaving"][k] for k in ("wins", "losses", "ties")) == \
+        test["n"]["recs:2"]
+    for arm in page["arms"]:  # the arms' own ranking figures (preference has none per arm)
+        assert {"hit_rate_at_k", "ndcg_at_k"} <= set(arm["outcomes"]), arm
+        assert None not in arm["outcomes"].values()
+    assert page["series"]["delta"]["recs:2"]["lower"][-1] > 0
 
 
 def test_the_server_serves_the_pages_the_json_and_the_vendored_chart_library(served, published):

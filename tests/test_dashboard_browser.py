@@ -4,7 +4,8 @@ A worker decides three experiments from known events; ``rollguard dashboard`` ru
 and the browser checks what a person sees: every experiment with its decision and reason,
 the Δ chart drawn with its band and the decisions on it, a decision that arrives while the
 page is open (no reload), and, after the dashboard restarts, the whole history again — the
-same points as ``rollguard replay`` makes from the same events.
+same points as ``rollguard replay`` makes from the same events. A second test shows the demo's
+recommender (mode interleave) from the pure core's output, without a broker.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (scripts/system-packages.sh installs
 them). Screenshots go to ``$ROLLGUARD_SCREENSHOTS`` if set, else to the test's tmp_path.
@@ -324,3 +325,42 @@ def test_a_person_sees_the_experiments_the_decisions_and_live_updates(
         assert dashboard.stop() == 0
     assert "Traceback" not in dashboard.log.read_text()
     print(f"dashboard end to end: {time.monotonic() - began:.1f} s; screenshots in {screenshots}")
+
+
+def test_an_interleave_experiment_reads_as_one(browser, screenshots):
+    """The demo's recommender (mode interleave), published by the pure core and taken by a
+    dashboard without a reader: its candidate is interleaved (not in shadow), its chart is
+    drawn, and its page shows the wins and losses and each ranker's figures, no placeholder."""
+    import threading
+
+    from rollguard.dashboard import Dashboard
+    from tests.test_dashboard import INTERLEAVED, fill, interleave_published
+
+    control, snapshots, points = interleave_published()
+    decided = json.loads(control[-1])
+    before = [p for p in points if json.loads(p)["ts"] < decided["ts"]]
+    dashboard = Dashboard("127.0.0.1:9", TopicNames("t."), port=0, reader=False)
+    url = dashboard.start()
+    threading.Thread(target=dashboard.serve_forever, daemon=True).start()
+    try:
+        with dashboard.lock:
+            fill(dashboard.board, control[:1], {}, before, published_at=time.time())
+        browser.get(url)
+        until(browser, lambda b: "recs:2 interleaved" in text_of(b, "tr[data-experiment]"), 15,
+              "the candidate interleaved")
+        browser.get(url + f"experiments/{INTERLEAVED}")
+        until(browser, lambda b: band_pixels(b, "chart-delta-0") > 500, 15, "the Δ chart")
+        with dashboard.lock:
+            fill(dashboard.board, control, snapshots, points, published_at=time.time())
+        until(browser, lambda b: "promote" in text_of(b, "#latest-decision"), 15,
+              "the promotion, live")
+        tally = decided["evidence"]["interleaving"]["recs:2"]
+        assert f"recs:2 won {tally['wins']}, lost {tally['losses']}, tied {tally['ties']}" \
+            in text_of(browser, "#tests")
+        assert "ndcg_at_k (estimate)" in text_of(browser, "#arm-table")
+        assert "preference (estimate)" not in text_of(browser, "#arm-table")
+        assert "P(win) − P(loss)" in text_of(browser, "#delta")
+        assert_no_placeholders(browser)
+        shoot(browser, screenshots, "interleave")
+    finally:
+        dashboard.close()

@@ -45,7 +45,8 @@ RECENT_DEAD_LETTERS = 20
 UNATTRIBUTED = ""
 #: outcome figures of an arm shown on the experiment page (all are estimates)
 OUTCOME_KEYS = ("accuracy", "precision", "recall", "f1", "log_loss", "brier", "roc_auc", "mae",
-                "mse", "rmse", "mean_true", "mean_pred")
+                "mse", "rmse", "mean_true", "mean_pred", "hit_rate_at_k", "reciprocal_rank",
+                "ndcg_at_k", "precision_at_k", "reward")
 
 
 def _finite(x: Any) -> float | None:
@@ -408,7 +409,8 @@ def _arm_rows(view: ExperimentView, arms: list[str], state: str) -> list[dict[st
             "latency_p99_ms": _finite(serving.get("latency_p99_ms")),
             "labelled": outcomes.get("count"), "metric": metric_key,
             "primary": _finite(outcomes.get(metric_key)),
-            "outcomes": {k: _finite(outcomes[k]) for k in OUTCOME_KEYS if k in outcomes},
+            "outcomes": {k: _finite(outcomes[k]) for k in OUTCOME_KEYS
+                         if _finite(outcomes.get(k)) is not None},
         })
     return rows
 
@@ -473,6 +475,8 @@ def detail(exp: Experiment, now: float, allow_control: bool = False) -> dict[str
                                 "lower": _finite(d.get("lower")),
                                 "upper": _finite(d.get("upper")), "method": d.get("method"),
                                 "paired": d.get("paired")},
+                      # mode interleave: the test's wins, losses and ties in the merged lists
+                      "interleaving": (evidence.get("interleaving") or {}).get(arm),
                       "guardrails": [guardrail_row(g, alpha)
                                      for g in track.get("guardrails") or ()]})
     bake = evidence.get("bake")

@@ -88,9 +88,12 @@
     return h("section", {id, class: "card"}, title ? h("h2", {}, title) : null, ...body);
   }
 
-  function trafficText(traffic, shadow) {
+  // mode interleave routes its candidates as shadow arms: each request shows the merged list
+  const shadowWord = mode => mode === "interleave" ? "interleaved" : "shadow";
+
+  function trafficText(traffic, shadow, mode) {
     const parts = Object.entries(traffic || {}).map(([a, s]) => `${a} ${fmt.pct(s)}`);
-    for (const a of shadow || []) parts.push(`${a} shadow`);
+    for (const a of shadow || []) parts.push(`${a} ${shadowWord(mode)}`);
     return parts.join(" · ") || "–";
   }
 
@@ -191,7 +194,7 @@
       const row = [
         h("a", {href: `/experiments/${encodeURIComponent(e.name)}`}, e.name),
         e.mode, e.champion, e.candidates.join(", "),
-        trafficText(e.traffic, e.shadow),
+        trafficText(e.traffic, e.shadow, e.mode),
         Object.entries(e.labelled).map(([a, n]) => `${a} ${fmt.count(n)}`).join(" · "),
         h("div", {}, e.deltas.map(d => h("div", {class: "delta"},
           e.deltas.length > 1 ? `${d.candidate}: ` : "",
@@ -244,7 +247,7 @@
         e.champion !== e.original_champion ? ` (was ${e.original_champion})` : "",
         ` · candidates ${e.candidates.join(", ")} · metric ${e.metric} · margin ${e.margin}` +
         ` · α ${e.alpha} · min_samples ${fmt.count(e.min_samples)} · ` +
-        `${fmt.count(e.records)} records · traffic ${trafficText(e.traffic, e.shadow)}`),
+        `${fmt.count(e.records)} records · traffic ${trafficText(e.traffic, e.shadow, e.mode)}`),
       section("latest-decision", null, latest
         ? h("p", {class: "latest"}, h("strong", {}, "Latest decision "), badge(latest.action),
             ` seq ${latest.seq} at ${fmt.time(latest.ts)} (event time), published ` +
@@ -259,8 +262,10 @@
         e.allow_control ? controlsBlock(e) : null),
     ];
     const charts = section("delta", "Δ over event time",
-      h("p", {class: "muted"}, `Δ = candidate − champion of ${e.metric} per request (higher is ` +
-        `better): the estimate, and its anytime-valid confidence sequence (${conf}) as a band; ` +
+      h("p", {class: "muted"}, (e.metric === "preference" ? "Δ = P(win) − P(loss) of the " +
+        "candidate's ranking in the interleaved lists" : `Δ = candidate − champion of ` +
+        `${e.metric} per request`) + " (higher is better): the estimate, and its " +
+        `anytime-valid confidence sequence (${conf}) as a band; ` +
         "the dashed red line is −margin. Promotion needs the band above it, a rollback " +
         "follows when the band falls below it. Vertical lines are the control events; hover " +
         "one for its reason."),
@@ -362,14 +367,17 @@
   function armsTable(e) {
     const keys = [...new Set(e.arms.flatMap(a => Object.keys(a.outcomes)))]
       .filter(k => k !== e.arms[0].metric);
+    // preference (mode interleave) compares the arms in one list: no figure of its own per arm
+    const primary = e.metric === "preference" ? [] : [e.metric];
     return table("arm-table", ["arm", "role", "traffic", "served share (observed)", "scored",
       "error rate (estimate)", "latency p50 / p95 / p99 ms (estimate, ±1%)", "labelled",
-      `${e.metric} (estimate)`, ...keys.map(k => `${k} (estimate)`)],
-      e.arms.map(a => [a.arm, a.role, a.shadow ? "shadow" : fmt.pct(a.traffic),
+      ...primary.map(m => `${m} (estimate)`), ...keys.map(k => `${k} (estimate)`)],
+      e.arms.map(a => [a.arm, a.role, a.shadow ? shadowWord(e.mode) : fmt.pct(a.traffic),
         fmt.pct(a.served_share), fmt.count(a.scored), fmt.num(a.error_rate),
         [a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms].map(x => fmt.num(x, 3))
           .join(" / "),
-        fmt.count(a.labelled), fmt.num(a.primary), ...keys.map(k => fmt.num(a.outcomes[k]))]),
+        fmt.count(a.labelled), ...primary.map(() => fmt.num(a.primary)),
+        ...keys.map(k => fmt.num(a.outcomes[k]))]),
       "Figures of the arms themselves, from the statistics snapshot: estimates, without " +
       "bounds; the decision rests on the tests below.");
   }
@@ -398,6 +406,10 @@
         `(${fmt.conf(t.confidence)} anytime-valid CS, α ${fmt.num(t.alpha)}); n ` +
         Object.entries(t.n).map(([a, n]) => `${a} ${fmt.count(n)}`).join(", ") +
         ` · margin ${e.margin}`, h("br"), h("span", {class: "muted"}, t.delta.method || "")),
+      t.interleaving ? h("p", {class: "interleaving"}, `Interleaved lists: ${t.candidate} won ` +
+        `${fmt.count(t.interleaving.wins)}, lost ${fmt.count(t.interleaving.losses)}, tied ` +
+        `${fmt.count(t.interleaving.ties)} of the requests with engagement ` +
+        `(${fmt.count(t.interleaving.no_engagement)} without).`) : null,
       t.guardrails.length
         ? table(null, ["guardrail", "status", "limit", "estimate", "bounds", "test", "n"],
                 guardrailRows(t.guardrails))
