@@ -34,6 +34,10 @@ class SteerError(RuntimeError):
     """The request could not be sent or answered; the message is one sentence."""
 
 
+class UnknownExperiment(SteerError):
+    """No experiment of that name has started on the topic prefix."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """What the worker did with a request: the control event, or why it refused."""
@@ -123,7 +127,7 @@ def _known_or_fail(bootstrap: str, names: TopicNames, experiment: str) -> None:
         raise SteerError(str(exc)) from None
     if experiment not in known:
         listed = ", ".join(sorted(known)) or "none yet"
-        raise SteerError(f"No experiment '{experiment}' has started on this topic prefix "
+        raise UnknownExperiment(f"No experiment '{experiment}' has started on this topic prefix "
                          f"(started: {listed}); check the name, or wait for its first "
                          "traffic.")
 

@@ -96,6 +96,10 @@ def test_buttons_need_allow_control_and_the_token_and_reach_the_worker(
             status, answer = post(url, {"action": "pause", "reason": " "}, TOKEN)
             assert status == 400 and answer["error"] == \
                 "Give a reason: it is recorded in the control event."
+            status, answer = post(board.url + "api/experiments/nope/control",
+                                  {"action": "pause", "reason": "x"}, TOKEN)
+            assert status == 404 and answer["error"].startswith(
+                "No experiment 'nope' has started on this topic prefix")
             assert [e["action"] for e in control()] == ["start"], "refusals change nothing"
 
             # a person presses "pause" on the page

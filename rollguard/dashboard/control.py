@@ -23,7 +23,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rollguard.steer import Answer, SteerError, new_request, send_request
+from rollguard.steer import Answer, SteerError, UnknownExperiment, new_request, send_request
 from rollguard.streams.topics import TopicNames
 
 ACTIONS = ("promote", "rollback", "pause", "resume")
@@ -74,7 +74,11 @@ def apply(gate: ControlGate, bootstrap: str, names: TopicNames, experiment: str,
         request = new_request(experiment, body["action"], reason=body["reason"], by=by,
                               candidate=body.get("candidate") or None)
         answer = send(bootstrap, names, request, wait=WAIT_S)
-    except (SteerError, ValueError) as exc:
+    except UnknownExperiment as exc:
+        return 404, {"error": str(exc)}
+    except ValueError as exc:
+        return 400, {"error": str(exc)}
+    except SteerError as exc:
         return 502, {"error": str(exc)}
     if answer is None or answer.event is None:
         return 409, {"error": answer.refused if answer else "No answer."}
