@@ -532,21 +532,32 @@ def test_a_live_threshold_without_a_broker_is_an_unusable_input(loan_dir):
 
 
 # -- MLflow: a registered model as the candidate, and the alias set on a pass ---------------------
-def test_an_mlflow_candidate_is_loaded_by_alias_and_registered(loan_dir, tmp_path, monkeypatch):
-    mlflow = pytest.importorskip("mlflow")
-    pytest.importorskip("pandas")
-    import mlflow.pyfunc
-
-    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts in ./mlruns: not in the repository
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
+def _loanmodels(loan_dir: Path):
+    """The loan folder's loanmodels module (its models trained at import)."""
     sys.path.insert(0, str(loan_dir))
     try:
         import loanmodels
     finally:
         sys.path.remove(str(loan_dir))
-    model = loanmodels.predict_v2
+    return loanmodels
+
+
+def _mlflow_registry(tmp_path: Path, monkeypatch):
+    """MLflow with its tracking store and registry in a SQLite file: (mlflow, client, uri)."""
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("pandas")
+    import mlflow.pyfunc  # noqa: F401
+
+    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts in ./mlruns: not in the repository
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(f"preflight-{uuid.uuid4().hex[:6]}")
+    return mlflow, mlflow.MlflowClient(), uri
+
+
+def _logistic_pyfunc(mlflow, model):
+    """A loanmodels Logistic as an MLflow pyfunc (its weights only, not loanmodels' code)."""
 
     class Pyfunc(mlflow.pyfunc.PythonModel):
         def __init__(self, w, b, mean, sd):
@@ -561,12 +572,36 @@ def test_an_mlflow_candidate_is_loaded_by_alias_and_registered(loan_dir, tmp_pat
             p = 1.0 / (1.0 + np.exp(-z))
             return pd.DataFrame({"prediction": (p >= 0.5).astype(int), "score": p})
 
-    mlflow.set_experiment(f"preflight-{uuid.uuid4().hex[:6]}")
+    return Pyfunc(model.w, model.b, model.mean, model.sd)
+
+
+def _tree_pyfunc(mlflow, model):
+    """A loanmodels Tree as an MLflow pyfunc (the fitted scikit-learn estimator)."""
+
+    class TreePyfunc(mlflow.pyfunc.PythonModel):
+        def __init__(self, estimator):
+            self.estimator = estimator
+
+        def predict(self, context, model_input, params=None):
+            import pandas as pd
+
+            a = model_input[FEATURES].astype(float).to_numpy()
+            p = self.estimator.predict_proba(a)[:, 1]
+            return pd.DataFrame({"prediction": (p >= 0.5).astype(int), "score": p})
+
+    return TreePyfunc(model.model)
+
+
+def _register_version(mlflow, python_model, name: str = "loan") -> None:
+    """Log ``python_model`` in a run and register it as the next version of ``name``."""
     with mlflow.start_run():
-        mlflow.pyfunc.log_model(name="model", python_model=Pyfunc(model.w, model.b, model.mean,
-                                                                  model.sd),
-                                pip_requirements=[], registered_model_name="loan")
-    client = mlflow.MlflowClient()
+        mlflow.pyfunc.log_model(name="model", python_model=python_model, pip_requirements=[],
+                                registered_model_name=name)
+
+
+def test_an_mlflow_candidate_is_loaded_by_alias_and_registered(loan_dir, tmp_path, monkeypatch):
+    mlflow, client, uri = _mlflow_registry(tmp_path, monkeypatch)
+    _register_version(mlflow, _logistic_pyfunc(mlflow, _loanmodels(loan_dir).predict_v2))
     client.set_registered_model_alias("loan", "challenger", "1")
     path = write_preflight(loan_dir, "mlflow", "models:/loan@challenger", f"""
         register: {{mlflow: {{tracking_uri: "{uri}"}}, alias: candidate}}
@@ -581,3 +616,133 @@ def test_an_mlflow_candidate_is_loaded_by_alias_and_registered(loan_dir, tmp_pat
     artifacts = [a.path for a in client.list_artifacts(version.run_id, "rollguard-preflight")]
     assert sorted(artifacts) == ["rollguard-preflight/preflight.html",
                                  "rollguard-preflight/preflight.json"]
+
+
+@pytest.mark.parametrize("registry", ["json", "mlflow"])
+def test_register_after_a_failed_check_moves_no_alias_and_exits_1(loan_dir, tmp_path,
+                                                                   monkeypatch, registry):
+    # the candidate worse than the champion (trained on the warehouse's export), with
+    # --register, as CI runs it on the main branch: the alias that served stays put
+    from typer.testing import CliRunner
+
+    from rollguard.cli import app
+
+    if registry == "json":
+        from rollguard.serving import JsonRegistry
+
+        aliases = tmp_path / "aliases.json"
+        JsonRegistry(aliases).set("candidate", "loan:1")
+        before = aliases.read_bytes()
+        candidate = "loanmodels:predict_skewed"
+        register = f'register: {{registry: "{aliases}", model_version: "loan:3"}}'
+    else:
+        mlflow, client, uri = _mlflow_registry(tmp_path, monkeypatch)
+        loanmodels = _loanmodels(loan_dir)
+        _register_version(mlflow, _logistic_pyfunc(mlflow, loanmodels.predict_v2))
+        _register_version(mlflow, _logistic_pyfunc(mlflow, loanmodels.predict_skewed))
+        client.set_registered_model_alias("loan", "candidate", "1")
+        client.set_registered_model_alias("loan", "challenger", "2")
+        candidate = "models:/loan@challenger"
+        register = f'register: {{mlflow: {{tracking_uri: "{uri}"}}, alias: candidate}}'
+    path = write_preflight(loan_dir, f"register-failed-{registry}", candidate, f"""
+        {register}
+        skip: [edge_cases, latency, overfitting]
+    """)
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["preflight", str(path), "--register", "--json", str(out),
+                                      "-q"])
+    assert result.exit_code == 1, result.output
+    if registry == "json":
+        assert JsonRegistry(aliases).get("candidate") == "loan:1"
+        assert aliases.read_bytes() == before
+        assert not (tmp_path / "preflight").exists()  # no report attached to loan:3
+    else:
+        assert str(client.get_model_version_by_alias("loan", "candidate").version) == "1"
+        failed = client.get_model_version("loan", "2")
+        assert "rollguard.preflight" not in failed.tags
+        assert not client.list_artifacts(failed.run_id, "rollguard-preflight")
+    report = json.loads(out.read_text())
+    assert report["exit_code"] == 1
+    assert {c["name"]: c["status"] for c in report["checks"]}["non_inferiority"] == "fail"
+    assert report["registration"]["registered"] is False
+    assert "the alias candidate stays where it was" in report["registration"]["sentence"]
+
+
+def test_an_mlflow_champion_gives_the_figures_of_its_entry_point(loan_dir, tmp_path,
+                                                                  monkeypatch):
+    mlflow, client, _ = _mlflow_registry(tmp_path, monkeypatch)
+    _register_version(mlflow, _tree_pyfunc(mlflow, _loanmodels(loan_dir).predict_v1))
+    client.set_registered_model_alias("loan", "champion", "1")
+    extra = """
+        skip: [drift, missing, constraints, overfitting, edge_cases, latency]
+    """
+    entry = write_preflight(loan_dir, "champion-entry", "loanmodels:predict_v2", extra)
+    served = write_preflight(loan_dir, "champion-mlflow", "loanmodels:predict_v2", extra)
+    text = served.read_text()
+    assert "champion: loanmodels:predict_v1\n" in text
+    served.write_text(text.replace("champion: loanmodels:predict_v1\n",
+                                   "champion: models:/loan@champion\n"))
+    by_entry = run_preflight(load_config(entry))
+    by_mlflow = run_preflight(load_config(served))
+    assert by_mlflow.champion == "models:/loan@champion"
+    assert by_entry.champion == "loanmodels:predict_v1"
+    figures = check(by_mlflow, "non_inferiority").figures
+    expected = check(by_entry, "non_inferiority").figures
+    assert figures["champion"]["n"] == ROWS and figures["champion"]["unusable_rows"] == 0
+    assert figures["champion"] == expected["champion"]
+    assert figures["delta"] == expected["delta"]
+    assert figures["champion"]["value"] < figures["candidate"]["value"]  # not the candidate
+    assert check(by_mlflow, "non_inferiority").sentences == \
+        check(by_entry, "non_inferiority").sentences
+    assert by_mlflow.exit_code == by_entry.exit_code == 0
+
+
+# -- Parquet: the same sets as the CSV files, the same report ------------------------------------
+def test_parquet_train_and_holdout_give_the_verdicts_and_figures_of_csv(loan_dir):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from rollguard.demo.data import holdout_rows, training_rows
+    from rollguard.demo.models import warehouse_export
+
+    # the rows the fixture wrote as CSV (Python's csv writes floats that read back exactly)
+    for name, rows in (("train_warehouse", training_rows(SEED, ROWS)),
+                       ("holdout_warehouse", holdout_rows(SEED, ROWS))):
+        frame = pd.DataFrame([_row(x, y, warehouse_export) for x, y in rows])
+        frame.to_parquet(loan_dir / f"{name}.parquet", index=False)
+    reports = {}
+    for kind in ("csv", "parquet"):
+        path = write_preflight(loan_dir, f"tables-{kind}", "loanmodels:predict_skewed", """
+            threshold: {min: 0.9}
+            skip: [latency]
+        """, train=f"train_warehouse.{kind}", holdout=f"holdout_warehouse.{kind}")
+        reports[kind] = run_preflight(load_config(path))
+    by_csv, by_parquet = reports["csv"], reports["parquet"]
+    for name in ("training", "holdout"):
+        assert by_parquet.inputs[name]["source"].endswith(".parquet")
+        assert by_parquet.inputs[name]["rows"] == by_csv.inputs[name]["rows"] == ROWS
+    assert statuses(by_parquet) == statuses(by_csv)
+    assert statuses(by_csv)["drift"] == "fail" and statuses(by_csv)["non_inferiority"] == "pass"
+    assert by_parquet.exit_code == by_csv.exit_code == 1
+    as_csv = {"train_warehouse.parquet": "train_warehouse.csv",
+              "holdout_warehouse.parquet": "holdout_warehouse.csv"}
+
+    def same_files(value):  # the figures and sentences that name a file name the .csv one
+        if isinstance(value, str):
+            for parquet, csv_name in as_csv.items():
+                value = value.replace(parquet, csv_name)
+            return value
+        if isinstance(value, dict):
+            return {k: same_files(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [same_files(v) for v in value]
+        return value
+
+    compared = 0
+    for result in by_csv.checks:
+        if result.status == "skipped":
+            continue
+        other = check(by_parquet, result.name)
+        assert same_files(other.figures) == same_files(result.figures), result.name
+        assert same_files(other.sentences) == result.sentences, result.name
+        compared += 1
+    assert compared == 7
