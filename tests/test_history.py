@@ -13,12 +13,13 @@ import msgspec
 import pytest
 
 from rollguard.decisions.evaluator import ExperimentEvaluator
+from rollguard.decisions.partition import EvalPartition
 from rollguard.decisions.history import is_point, schedule_points
 from rollguard.replay import Replay
 from rollguard.schemas import encode, parse_experiments
 from rollguard.streams.join import INPUT_KINDS
+from rollguard.streams.outbox import Outbox
 from rollguard.streams.partition import JoinPartition
-from rollguard.streams.records import decode_batch, encode_batch
 from rollguard.synth import Arm, ab_events, shadow_events
 
 EXPERIMENTS = """
@@ -54,7 +55,6 @@ EXPERIMENTS = """
   bake: {duration: 30s, min_samples: 100}
 """
 PARTITIONS = 3
-_PACK, _UNPACK = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder()
 
 
 def traffic() -> list[dict]:
@@ -82,12 +82,17 @@ def as_json(points: list[dict]) -> list[dict]:
     return [json.loads(msgspec.json.encode(p)) for p in points]
 
 
-def live_path(experiments, events, seed: int) -> tuple[list, list[dict]]:
+def live_path(experiments, events, seed: int, *, after_checkpoint=None
+              ) -> tuple[list, list[dict]]:
     """What the worker does, without Kafka: the events spread over join partitions by
     request_id, each partition's three topics read in a random interleaving, settled at
-    random checkpoints; the batches encoded and decoded as on the outcomes topic; after each
-    checkpoint every evaluator saved and restored (as a restarted worker restores it) and
-    its points taken, as EvalTask.stage publishes them."""
+    random checkpoints; each join partition's messages for the outcomes topic as its
+    :class:`Outbox` writes them (batches split at 40 records, frontier messages) and read by
+    the :class:`EvalPartition` they land on; after each checkpoint every evaluation
+    partition saved and restored (as a restarted worker restores it) and its points taken,
+    as EvalTask.stage publishes them. ``after_checkpoint(told, evals)``: called after each
+    checkpoint with each join partition's last settled frontier and the evaluation
+    partitions."""
     rng = random.Random(seed)
     queues = {(p, kind): [] for p in range(PARTITIONS) for kind in INPUT_KINDS}
     for event in events:
@@ -97,8 +102,10 @@ def live_path(experiments, events, seed: int) -> tuple[list, list[dict]]:
         queues[p, kind].append(json.dumps(event).encode())
     offsets = {key: 0 for key in queues}
     parts = [JoinPartition(p, experiments) for p in range(PARTITIONS)]
-    by_name = {e.name: e for e in experiments}
-    evaluators = {e.name: ExperimentEvaluator(e, PARTITIONS) for e in experiments}
+    outboxes = [Outbox(p, PARTITIONS, size=40) for p in range(PARTITIONS)]
+    evals = [EvalPartition(q, experiments, sources=PARTITIONS) for q in range(PARTITIONS)]
+    eval_offsets = [0] * PARTITIONS
+    told: dict[int, float] = {}
     control, points = [], []
 
     def checkpoint(final: bool = False) -> None:
@@ -106,12 +113,23 @@ def live_path(experiments, events, seed: int) -> tuple[list, list[dict]]:
             backlogged = {kind for kind in INPUT_KINDS
                           if offsets[p, kind] < len(queues[p, kind])}
             quiet = part.events_since_settle == 0
-            for name, batch in part.settle(backlogged=backlogged, quiet=quiet or final):
-                control.extend(evaluators[name].add_batch(decode_batch(encode_batch(batch))))
-        for name, ev in list(evaluators.items()):
-            points.extend(ev.take_history())
-            state = _UNPACK.decode(_PACK.encode(ev.to_dict()))
-            evaluators[name] = ExperimentEvaluator.from_dict(by_name[name], PARTITIONS, state)
+            settled = part.settle(backlogged=backlogged, quiet=quiet or final)
+            if settled:
+                told[p] = settled[-1][1].frontier
+            for message in outboxes[p].messages(settled):
+                q = message.partition
+                if q is None:  # by its key, as Kafka's partitioner would
+                    q = zlib.crc32(message.key) % PARTITIONS
+                control.extend(evals[q].on_batch(eval_offsets[q], message.key, message.value))
+                eval_offsets[q] += 1
+        for q, part in enumerate(evals):
+            points.extend(point for _, point in part.take_history())
+            restored = EvalPartition(q, experiments, sources=PARTITIONS)
+            for change in part.changes():
+                restored.restore(change.key, change.value)
+            evals[q] = restored
+        if after_checkpoint is not None:
+            after_checkpoint(told, evals)
 
     unread = [key for key in queues if queues[key]]
     since = 0
@@ -133,10 +151,16 @@ def live_path(experiments, events, seed: int) -> tuple[list, list[dict]]:
     return control, points
 
 
+def by_experiment(control: list) -> list[bytes]:
+    """Control events in (experiment, seq) order: each experiment's are ordered on its key;
+    two experiments' events have no order between them (they may be on two partitions)."""
+    return [encode(e) for e in sorted(control, key=lambda e: (e.experiment, e.seq))]
+
+
 def test_the_worker_path_makes_the_same_points_as_replay(experiments, replayed):
     expected_control, expected_points = replayed
     control, points = live_path(experiments, traffic(), seed=7)
-    assert [encode(e) for e in control] == [encode(e) for e in expected_control]
+    assert by_experiment(control) == by_experiment(expected_control)
     key = lambda p: (p["experiment"], p["point"])  # noqa: E731
     assert sorted(as_json(points), key=key) == sorted(as_json(expected_points), key=key)
     assert {p["experiment"] for p in points} == {"better", "worse", "split"}

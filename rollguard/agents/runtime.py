@@ -36,13 +36,11 @@ from rollguard.streams.idle import RecentInput
 from rollguard.streams.join import INPUT_KINDS, uses_disk
 from rollguard.streams.partition import JoinPartition
 from rollguard.streams.pending import DiskStore
-from rollguard.streams.records import Batch, encode_batch
+from rollguard.streams.outbox import Outbox
 from rollguard.streams.topics import TopicNames
 
 log = logging.getLogger("rollguard.worker")
 
-#: records per message on the outcomes topic (a few hundred KiB)
-BATCH_RECORDS = 2000
 #: input messages between two looks at a join partition's skew (agents/skew.py)
 SKEW_CHECK_EVERY = 256
 
@@ -112,27 +110,6 @@ class WorkerConfig:
         return InternalTopics(self.names, self.app_id)
 
 
-def chunk_batch(batch: Batch, sent_frontier: float, size: int = BATCH_RECORDS) -> list[Batch]:
-    """A large batch as several messages: the early ones keep the frontier already sent
-    (their records must not be released before the last part arrives), the last one
-    carries the new frontier, the statistics and the counters.
-
-    >>> from rollguard.streams.records import JoinedRecord
-    >>> records = [JoinedRecord(0, float(i), f"r{i}", "e", None, None, ()) for i in range(5)]
-    >>> parts = chunk_batch(Batch(0, records, 9.0, None, {"x": 1}), sent_frontier=2.0, size=2)
-    >>> [(len(p.records), p.frontier, p.counters) for p in parts]
-    [(2, 2.0, None), (2, 2.0, None), (1, 9.0, {'x': 1})]
-    """
-    records = batch.records
-    if len(records) <= size:
-        return [batch]
-    parts = [Batch(batch.source, records[i:i + size], sent_frontier)
-             for i in range(0, len(records), size)]
-    parts[-1] = Batch(batch.source, parts[-1].records, batch.frontier, batch.stats,
-                      batch.counters)
-    return parts
-
-
 class JoinTask:
     """One input partition: a :class:`JoinPartition` and its checkpoints. It moves bytes
     between the consumer, the core and the checkpointer, and looks into neither."""
@@ -151,7 +128,7 @@ class JoinTask:
             "labels": names.labels})
         self.changelogs = {STATE: internal.join_state, DISK: internal.join_disk}
         self.checkpointer = Checkpointer(config.bootstrap, f"{config.app_id}-join-{partition}")
-        self._sent_frontier: dict[str, float] = {}
+        self.outbox = Outbox(partition, config.partitions)
         self.frontier = -math.inf  # this partition's, as the last settle gave it
         self.unchecked = 0  # input messages since the last look at the skew
         self.progress = Progress()
@@ -194,14 +171,11 @@ class JoinTask:
         outputs: list[Output] = []
         self.staged_dead = core.dead_letter_counts()
         holding = backlogged | self.recent.update(core.next_offset, time.monotonic())
-        for name, batch in core.settle(backlogged=holding, quiet=quiet):
-            self.frontier = batch.frontier  # the same in every experiment's batch
-            if not batch.records and not batch.stats and not batch.counters \
-                    and self._sent_frontier.get(name) == batch.frontier:
-                continue  # nothing new to say
-            for part in chunk_batch(batch, self._sent_frontier.get(name, -math.inf)):
-                outputs.append(Output(internal.outcomes, name.encode(), encode_batch(part)))
-            self._sent_frontier[name] = batch.frontier
+        settled = core.settle(backlogged=holding, quiet=quiet)
+        if settled:
+            self.frontier = settled[-1][1].frontier  # the same in every experiment's batch
+        outputs += [Output(internal.outcomes, m.key, m.value, None, m.partition)
+                    for m in self.outbox.messages(settled)]
         for dead in core.take_dead_letters():
             outputs.append(Output(names.deadletter, dead.key, dead.value, dead.headers()))
         outputs += [Output(self.changelogs[c.store], c.key, c.value, None, p)

@@ -34,7 +34,7 @@ from rollguard.decisions.evaluator import ExperimentEvaluator
 from rollguard.decisions.manual import Refused
 from rollguard.schemas.events import ControlEvent, DeadLetter, Invalid, decode_control_request
 from rollguard.streams.changelog import META, STATE, Change, evaluator_key, is_evaluator, name_of
-from rollguard.streams.records import decode_batch
+from rollguard.streams.records import FRONTIER_KEY, decode_batch
 
 if TYPE_CHECKING:
     from rollguard.schemas.experiment import Experiment
@@ -77,6 +77,8 @@ class EvalPartition:
         if offset < self.next_offset:
             return []  # already in the state
         self.next_offset = offset + 1
+        if key == FRONTIER_KEY:
+            return self._on_frontier(offset, value)
         ev = self.evaluator(key.decode())
         if ev is None:
             return []
@@ -87,6 +89,21 @@ class EvalPartition:
                           "evaluated and is skipped; this is a rollguard bug, please report it",
                           offset, self.partition)
             return []
+
+    def _on_frontier(self, offset: int, value: bytes) -> list[ControlEvent]:
+        """A join partition's new frontier, for every evaluator here. It comes after that
+        partition's batches of the same checkpoint, and each experiment's first batch from a
+        join partition is one of its own, so every evaluator it reaches already exists."""
+        events: list[ControlEvent] = []
+        try:
+            told = decode_batch(value)
+            for ev in self.evaluators.values():
+                events += ev.add_batch(told)
+        except Exception:  # noqa: BLE001 - as in on_batch
+            log.exception("the frontier message at offset %d of partition %d could not be "
+                          "applied and is skipped; this is a rollguard bug, please report it",
+                          offset, self.partition)
+        return events
 
     def on_request(self, offset: int, key: bytes | None,
                    value: bytes | None) -> list[ControlEvent]:

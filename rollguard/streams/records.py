@@ -88,6 +88,12 @@ class Batch(msgspec.Struct, array_like=True):
     counters: dict[str, int] | None = None
 
 
+#: the key of a frontier message on the outcomes topic: a :class:`Batch` without records for
+#: every experiment of the partition it is written to (no experiment name is ``*``). A join
+#: partition whose frontier moved, with nothing else to say, sends one to each outcomes
+#: partition instead of an empty batch to each experiment.
+FRONTIER_KEY = b"*"
+
 _ENCODER = msgspec.msgpack.Encoder()
 _BATCH_DECODER = msgspec.msgpack.Decoder(Batch)
 
