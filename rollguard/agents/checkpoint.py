@@ -174,7 +174,10 @@ def read_changelog(bootstrap: str, changelog: str, partition: int, start: int | 
                    *, timeout: float = 60.0) -> Iterator[tuple[int, bytes, bytes | None]]:
     """Every committed record of ``changelog[partition]`` from ``start`` (else the beginning)
     to its current end, as ``(offset, key, value or None)``; fails when no record arrives
-    for ``timeout`` seconds."""
+    for ``timeout`` seconds. Call it once the partition's :class:`Checkpointer` is made: its
+    ``init_transactions`` completes the previous owner's last transaction, whose markers
+    otherwise reach the partition a moment after its commit returned (until then the end
+    of what ``read_committed`` may read stays before it)."""
     consumer = Consumer(client_config(bootstrap, **{
         "group.id": f"rollguard-restore-{changelog}",  # never commits; required by the API
         "enable.auto.commit": False,
