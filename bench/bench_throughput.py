@@ -142,6 +142,7 @@ def _faust_settings(bootstrap_url: str) -> dict:
         broker_max_poll_records=2000,
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
+        datadir=tempfile.mkdtemp(prefix="rollguard-bench-faust-"),  # not ./<app-id>-data
     )
 
 
