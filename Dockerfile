@@ -22,5 +22,8 @@ COPY examples ./examples
 # /data: the worker's data dir (pending joins, liveness.json), the demo service's registry;
 # docker-compose.yml mounts a volume there (a volume starts with this directory's owner)
 USER rollguard
+# marks the images built here: .ci/compose removes those a newer build left untagged (last,
+# so that the layers above stay cached)
+LABEL io.rollguard.image=rollguard
 ENTRYPOINT []
 CMD ["rollguard", "--help"]

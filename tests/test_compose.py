@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from rollguard.cli import bootstrap_or_default
@@ -121,3 +122,58 @@ def test_the_demo_service_and_the_dashboard_run_beside_them():
     port = command[command.index("--port") + 1]
     assert dashboard["ports"] == [f"127.0.0.1:8080:{port}"]
     assert f"127.0.0.1:{port}/healthz" in " ".join(dashboard["healthcheck"]["test"])
+
+
+def test_ci_prunes_only_the_untagged_images_of_the_dockerfiles_label():
+    ci = (ROOT / ".ci" / "compose").read_text()
+    label = re.search(r"^LABEL (\S+=\S+)$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
+    assert f"docker image prune -f --filter label={label}" in ci
+    assert "prune -a" not in ci and "--all" not in ci, "dangling images only"
+
+
+def _compose_check():
+    """docker/compose_check.py, the checks .ci/compose runs in the rollguard image."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compose_check",
+                                                  ROOT / "docker" / "compose_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    return check
+
+
+def test_ci_kills_the_canarys_worker_while_it_is_still_deciding():
+    from rollguard.schemas import load_experiments
+    from rollguard.schemas.events import ENDING_ACTIONS
+
+    ci = (ROOT / ".ci" / "compose").read_text()
+    canary = re.search(r"^canary=(\S+)$", ci, re.M).group(1)
+    experiments = {e.name: e for e in load_experiments(ROOT / "rollguard/demo/experiments.yaml")}
+    assert experiments[canary].mode == "canary"
+    # the check comes right after the kill, and again once every experiment has decided
+    kill = ci.index("kill -KILL")
+    checks = [m.start() for m in re.finditer(r'check deciding "\$canary" --killed-at', ci)]
+    assert len(checks) == 2 and kill < checks[0] < ci.index("check wait final") < checks[1]
+    assert set(_compose_check().VERDICTS) == ENDING_ACTIONS | {"promote"}
+
+
+def test_the_deciding_check_fails_in_one_sentence_when_the_verdict_came_before_the_kill(
+        monkeypatch, capsys):
+    import argparse
+
+    check = _compose_check()
+    events = [(1_000, {"experiment": "c", "seq": 1, "action": "start"}),
+              (5_000, {"experiment": "c", "seq": 2, "action": "set_traffic"}),
+              (9_000, {"experiment": "c", "seq": 3, "action": "promote"})]
+    monkeypatch.setattr(check, "control_messages", lambda bootstrap, topic: events)
+    args = lambda at: argparse.Namespace(until_or_name="c", killed_at=at,  # noqa: E731
+                                         bootstrap_servers="x:1", topic_prefix="p.")
+    check.deciding(args(8_000))
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "c was still deciding: its last event before the kill was set_traffic (seq 2, 3.0 s "
+        "before); then promote 1.0 s after")
+    with pytest.raises(SystemExit):
+        check.deciding(args(9_500))
+    assert capsys.readouterr().err == ("c had already published promote (seq 3) 0.5 s before "
+                                       "the kill, so the kill did not land while it was "
+                                       "deciding.\n")
