@@ -5,8 +5,10 @@
 
 1. **Calibration**: a backlog of load events (three undecided shadow experiments, as in
    bench_throughput.py) is produced, the worker (``rollguard worker``, its own process) is
-   started on it, and its rate is the backlog over the time it took to read it all (its
-   Prometheus input counter, sampled every 50 ms): the maximum rate. Skipped with ``--rate``.
+   started on it, and its rate is the backlog over the time until its evaluators took their
+   last labelled outcome (its Prometheus counters, sampled every 50 ms): the maximum rate
+   end to end. Reading alone runs well ahead (the join buffers what the evaluators have not
+   taken yet), so a rate of reading is not one the worker sustains. Skipped with ``--rate``.
 2. **Latency**, once per load and checkpoint interval: the worker runs while load events are
    produced live at a fraction of that rate (half, a quarter) (event time = wall time, labels 1–5 s after their request). Every
    second a *probe* experiment gets 20 requests with both arms' predictions and their labels
@@ -66,8 +68,9 @@ def start_worker(bootstrap: str, prefix: str, exp_file: Path, interval: float,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def messages_read(port: int) -> int | None:
-    """``rollguard_input_messages_total`` of the worker's /metrics (None: not serving yet)."""
+def metric_sum(port: int, name: str) -> int | None:
+    """The sum of every series of metric ``name`` on the worker's /metrics (None: not
+    serving yet)."""
     import urllib.request
 
     try:
@@ -76,7 +79,18 @@ def messages_read(port: int) -> int | None:
     except OSError:
         return None
     return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("rollguard_input_messages_total{")))
+                   if line.startswith(name + "{")))
+
+
+def messages_read(port: int) -> int | None:
+    """``rollguard_input_messages_total``: the input the join has read."""
+    return metric_sum(port, "rollguard_input_messages_total")
+
+
+def outcomes_evaluated(port: int) -> int | None:
+    """``rollguard_labelled_outcomes_total`` over every experiment and arm: the records the
+    evaluators have taken, in event-time order (as of the last checkpoint)."""
+    return metric_sum(port, "rollguard_labelled_outcomes_total")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -89,6 +103,10 @@ def stop(process: subprocess.Popen) -> None:
 
 # -- 1. the maximum rate ----------------------------------------------------------------------
 def calibrate(bootstrap: str, exp_file: Path, partitions: int, n_events: int) -> float:
+    """The worker's maximum rate: a backlog over the time from its first input read until its
+    evaluators took their last labelled outcome (reading alone runs ahead of them: the join
+    reads and buffers faster than records are evaluated, so a rate of reading would be a
+    rate the worker cannot sustain)."""
     from rollguard.kafka.admin import create_contract_topics
     from rollguard.streams.topics import TopicNames
 
@@ -107,24 +125,32 @@ def calibrate(bootstrap: str, exp_file: Path, partitions: int, n_events: int) ->
     port = free_port()
     worker = start_worker(bootstrap, names.prefix, exp_file, 1.0,
                           f"blatc-{uuid.uuid4().hex[:6]}", metrics_port=port)
-    began, first, last = time.monotonic(), None, None
+    began, first, all_read = time.monotonic(), None, None
+    evaluated, last = 0, None  # the outcomes counter, and when it last grew
     try:
-        while time.monotonic() - began < 300:  # the input counter, every 50 ms
+        while time.monotonic() - began < 300:  # the counters, every 50 ms
+            now = time.monotonic()
             read = messages_read(port) or 0
             if read and first is None:
-                first = (time.monotonic(), read)
-            if read >= total:
-                last = time.monotonic()
-                break
+                first = now
+            if read >= total and all_read is None:
+                all_read = now
+            count = outcomes_evaluated(port) or 0
+            if count > evaluated:
+                evaluated, last = count, now
+            if all_read is not None and last is not None and now - max(last, all_read) > 3.0:
+                break  # everything read, and no outcome evaluated for 3 s: done
             time.sleep(0.05)
         else:
-            raise RuntimeError("the worker did not read the calibration backlog in 300 s")
+            raise RuntimeError("the worker did not evaluate the calibration backlog in 300 s")
     finally:
         stop(worker)
-    t0, read0 = first
-    rate = (total - read0) / max(1e-9, last - t0)
-    log(f"calibration: the worker read {total:,} events at {rate:,.0f} events/s (its input "
-        "counter, sampled every 50 ms)")
+    rate = total / max(1e-9, last - first)
+    log(f"calibration: the worker read {total:,} events in {all_read - first:.1f} s "
+        f"({total / max(1e-9, all_read - first):,.0f} events/s) and its evaluators took their "
+        f"last labelled outcome ({evaluated:,} in all) after {last - first:.1f} s: "
+        f"{rate:,.0f} events/s end to end, its maximum rate (counters sampled every 50 ms, the "
+        "outcomes' as of the last checkpoint, once a second)")
     return rate
 
 
@@ -308,8 +334,9 @@ def main() -> None:
         "",
         f"The worker (`rollguard worker`, its own process, {args.partitions} partitions) on a "
         "single local broker on the same cores. "
-        + (f"Calibrated maximum: {maximum:,.0f} events/s (a backlog read by the worker, from its "
-           f"input counter); loads at fractions of it. " if maximum else
+        + (f"Calibrated maximum: {maximum:,.0f} events/s (a backlog, until the worker's "
+           "evaluators had taken every labelled outcome: its rate end to end); loads at "
+           "fractions of it. " if maximum else
            f"Load given: {rate:,.0f} events/s. ")
         + "Load: three undecided shadow experiments, live event times, labels 1–5 s after "
         "their request, produced by a Python thread of the benchmark on the same two cores. "
