@@ -86,7 +86,7 @@ def live_path(experiments, events, seed: int, *, after_checkpoint=None
               ) -> tuple[list, list[dict]]:
     """What the worker does, without Kafka: the events spread over join partitions by
     request_id, each partition's three topics read in a random interleaving, settled at
-    random checkpoints; each join partition's messages for the outcomes topic as its
+    random checkpoints, with releases between them; each join partition's messages for the outcomes topic as its
     :class:`Outbox` writes them (batches split at 40 records, frontier messages) and read by
     the :class:`EvalPartition` they land on; after each checkpoint every evaluation
     partition saved and restored (as a restarted worker restores it) and its points taken,
@@ -142,6 +142,8 @@ def live_path(experiments, events, seed: int, *, after_checkpoint=None
             parts[p].on_message(kind, offsets[key], None, queues[key][offsets[key]])
             offsets[key] += 1
             since += 1
+        if rng.random() < 0.3:  # a release between checkpoints (JoinTask, RELEASE_EVERY)
+            parts[key[0]].release_ready()
         unread = [k for k in queues if offsets[k] < len(queues[k])]
         if since >= rng.randint(200, 1500):
             checkpoint()

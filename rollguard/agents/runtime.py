@@ -43,6 +43,9 @@ log = logging.getLogger("rollguard.worker")
 
 #: input messages between two looks at a join partition's skew (agents/skew.py)
 SKEW_CHECK_EVERY = 256
+#: input messages between two releases of a join partition between checkpoints: a busy
+#: interval's settling is spread over its turns instead of stalling the next checkpoint
+RELEASE_EVERY = 2000
 
 _JSON = msgspec.json.Encoder()
 
@@ -131,6 +134,7 @@ class JoinTask:
         self.outbox = Outbox(partition, config.partitions)
         self.frontier = -math.inf  # this partition's, as the last settle gave it
         self.unchecked = 0  # input messages since the last look at the skew
+        self.unreleased = 0  # input messages since the last release between checkpoints
         self.progress = Progress()
         self._published_frontier: float | None = None
         self.staged_dead: dict[str, int] = {}  # dead letters by reason, logged once committed
@@ -160,6 +164,10 @@ class JoinTask:
 
     def on_messages(self, kind: str, offsets: list[int], keys: list, values: list) -> None:
         self.core.on_messages(kind, offsets, keys, values)
+        self.unreleased += len(offsets)
+        if self.unreleased >= RELEASE_EVERY:
+            self.unreleased = 0
+            self.core.release_ready()
 
     def stage(self, backlogged: set[str]) -> None:
         """Settle and hand the checkpoint's messages to this partition's transaction

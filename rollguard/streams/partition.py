@@ -38,7 +38,7 @@ from rollguard.streams.aggregate import ExperimentStats
 from rollguard.streams.changelog import DISK, META, STATE, Change, is_pending, name_of, pending_key
 from rollguard.streams.join import INPUT_KINDS, Joiner
 from rollguard.streams.pending import DiskStore, MemoryStore, decode_entry
-from rollguard.streams.records import FIRST, Batch
+from rollguard.streams.records import FIRST, Batch, JoinedRecord
 
 if TYPE_CHECKING:
     from rollguard.schemas.experiment import Experiment
@@ -76,6 +76,9 @@ class JoinPartition:
         self.dead_letters: list[DeadLetter] = []
         self.counters: Counter[tuple[str | None, str]] = Counter()
         self.events_since_settle = 0
+        #: records released between checkpoints (:meth:`release_ready`), by experiment, for
+        #: the next :meth:`settle`
+        self._released: dict[str, list[JoinedRecord]] = {name: [] for name in self.experiments}
         self._restored_meta: dict[str, Any] | None = None
         self._handlers = {"requests": self._on_request, "predictions": self._on_prediction,
                           "labels": self._on_label}
@@ -162,14 +165,11 @@ class JoinPartition:
         joiner = self.joiner
         joiner.backlogged = frozenset(backlogged)
         idle = flush or (quiet and not joiner.backlogged)
-        records = joiner.release(flush=idle)
+        self._take(joiner.release(flush=idle))
         joiner.check_pairs()
         joiner.expire()
-        by_experiment: dict[str, list] = {name: [] for name in self.experiments}
-        for record in records:
-            by_experiment[record.experiment].append(record)
-            if record.kind != FIRST:
-                self._delta(record.experiment).on_record(record)
+        by_experiment = self._released
+        self._released = {name: [] for name in self.experiments}
         counters_by_exp: dict[str | None, dict[str, int]] = {}
         for (name, what), n in joiner.drain_counters().items():
             self.counters[name, what] += n
@@ -190,6 +190,49 @@ class JoinPartition:
             batches.append((name, Batch(self.partition, recs, frontier, stats, counters)))
         self.events_since_settle = 0
         return batches
+
+    def release_ready(self) -> None:
+        """Between checkpoints: release what the watermark has settled even if every input
+        topic had unread messages (the least advanced topic holds it back), and keep the
+        records for the next :meth:`settle`. Never more than a checkpoint would release at
+        this moment, so the records and their order are the same; the work of a busy
+        interval is spread over the turns that read it instead of stalling the checkpoint.
+
+        >>> from rollguard.schemas import parse_experiments
+        >>> part = JoinPartition(0, parse_experiments(
+        ...     "{name: e, task: binary, mode: shadow, champion: m:1, candidates: [m:2], "
+        ...     "primary: {metric: accuracy}, allowed_lateness: 0s}", "x.yaml"))
+        >>> part.on_message("requests", 0, b"r1", b'{"request_id": "r1", "experiment": "e", '
+        ...                 b'"ts": 1, "features": {}}')
+        >>> part.release_ready()    # predictions and labels not read yet: nothing settles
+        >>> every = ["requests", "predictions", "labels"]
+        >>> [r.kind for _, batch in part.settle(backlogged=every) for r in batch.records]
+        []
+        >>> for offset, (version, ts) in enumerate([("1", 2), ("2", 2)]):
+        ...     part.on_message("predictions", offset, b"r1", (
+        ...         '{"request_id": "r1", "experiment": "e", "ts": %d, "model": "m", '
+        ...         '"version": "%s", "served": %s, "prediction": 1}'
+        ...         % (ts, version, "true" if version == "1" else "false")).encode())
+        >>> part.on_message("labels", 0, b"r1", b'{"request_id": "r1", "ts": 3, "label": 1}')
+        >>> part.release_ready()    # requests read only to ts 1: FIRST settles, SCORED waits
+        >>> [r.kind for _, batch in part.settle(backlogged=every) for r in batch.records]
+        [2]
+        """
+        joiner = self.joiner
+        held, joiner.backlogged = joiner.backlogged, frozenset(INPUT_KINDS)
+        try:
+            self._take(joiner.release())
+            joiner.check_pairs()
+            joiner.expire()
+        finally:
+            joiner.backlogged = held
+
+    def _take(self, records: list[JoinedRecord]) -> None:
+        released, delta = self._released, self._delta
+        for record in records:
+            released[record.experiment].append(record)
+            if record.kind != FIRST:
+                delta(record.experiment).on_record(record)
 
     def dead_letter_counts(self) -> dict[str, int]:
         """Dead letters since the last settle, by ``deadletter:<topic kind>:<problem>``."""
