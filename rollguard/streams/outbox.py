@@ -14,7 +14,6 @@ Each frontier message follows the partition's own batches of the same checkpoint
 transaction, so an evaluator that reads it has read them; a batch too large for one message
 is split, its early parts keeping the frontier already sent.
 
->>> from rollguard.streams.records import JoinedRecord
 >>> box = Outbox(source=0, partitions=2)
 >>> settled = [("a", Batch(0, [], 5.0)), ("b", Batch(0, [], 5.0))]
 >>> [(m.key, m.partition) for m in box.messages(settled)]     # first contact: one each

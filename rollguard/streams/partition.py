@@ -165,9 +165,7 @@ class JoinPartition:
         joiner = self.joiner
         joiner.backlogged = frozenset(backlogged)
         idle = flush or (quiet and not joiner.backlogged)
-        self._take(joiner.release(flush=idle))
-        joiner.check_pairs()
-        joiner.expire()
+        self._release(flush=idle)
         by_experiment = self._released
         self._released = {name: [] for name in self.experiments}
         counters_by_exp: dict[str | None, dict[str, int]] = {}
@@ -221,18 +219,22 @@ class JoinPartition:
         joiner = self.joiner
         held, joiner.backlogged = joiner.backlogged, frozenset(INPUT_KINDS)
         try:
-            self._take(joiner.release())
-            joiner.check_pairs()
-            joiner.expire()
+            self._release()
         finally:
             joiner.backlogged = held
 
-    def _take(self, records: list[JoinedRecord]) -> None:
+    def _release(self, *, flush: bool = False) -> None:
+        """Release what the joiner's watermark settled (everything ready when ``flush``),
+        count the pairs that can no longer come and the requests past their TTL, and keep
+        the records and their statistics for the next :meth:`settle`."""
+        joiner = self.joiner
         released, delta = self._released, self._delta
-        for record in records:
+        for record in joiner.release(flush=flush):
             released[record.experiment].append(record)
             if record.kind != FIRST:
                 delta(record.experiment).on_record(record)
+        joiner.check_pairs()
+        joiner.expire()
 
     def dead_letter_counts(self) -> dict[str, int]:
         """Dead letters since the last settle, by ``deadletter:<topic kind>:<problem>``."""
