@@ -298,7 +298,7 @@ def print_report(console: Any, report: Report) -> None:
     say(Text.assemble(("rollguard preflight ", "bold"), f"{report.source}: ",
                       (report.candidate, "bold"), " against the champion ", report.champion))
     for name, described in report.inputs.items():
-        console.print(Text(_fill(_describe_input(described), width, 14, f"  {name:<11} ")))
+        say(Text(_fill(_describe_input(described), width, 14, f"  {name:<11} ")))
     settings = report.settings
     if "metric" in settings:
         latency = settings.get("latency guardrail") or {}
@@ -306,16 +306,16 @@ def print_report(console: Any, report: Report) -> None:
                            if k != "metric" and isinstance(v, (int, float)))
         origins = {v for k, v in (settings.get("from") or {}).items() if k != "experiment"}
         where = f" (from {', '.join(sorted(origins))})" if origins else ""
-        console.print(Text(_fill(f"{settings['metric']}, margin {settings.get('margin', 0):g}, "
+        say(Text(_fill(f"{settings['metric']}, margin {settings.get('margin', 0):g}, "
                                  f"α {settings.get('alpha'):g}; {latency.get('metric')} "
                                  f"{bounds}{where}", width, 14, f"  {'judged by':<11} ")))
     for note in report.notes:
-        console.print(Text(_fill(f"note: {note}", width, 8, "  "), style="dim"))
+        say(Text(_fill(f"note: {note}", width, 8, "  "), style="dim"))
     for check in report.checks:
         say(Text.assemble(f"\n{check.status.upper():>7}  ", style=STYLE[check.status])
             + Text.assemble((check.title, "bold"), f"  ({check.name})"))
         for sentence in check.sentences:
-            console.print(Text(_fill(sentence, width, 9)))
+            say(Text(_fill(sentence, width, 9)))
     console.print()
     say(Text(report.headline(), style=STYLE[report.status]))
     if report.registration:
