@@ -50,6 +50,7 @@ KAFKA_VERSION = "4.1.1"  # keep equal to <kafka.version> in pom.xml
 MIN_JAVA = 17
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
+KILL_WAIT_S = 5.0  # how long a SIGKILLed process may take to be gone
 SYNC_TIMEOUT_S = 60.0
 CLUSTER_HEAP = "384m"  # per node: three JVMs share a small machine
 PROGRESS_EVERY_S = 5.0  # a plain progress line at least this often while a stage lasts
@@ -1108,6 +1109,15 @@ def _under_replicated(bootstrap: str, brokers: int) -> int | None:
                if part.error is not None or len(part.isrs) < len(part.replicas))
 
 
+def _reaped_or_gone(pid: int) -> bool:
+    """True once ``pid`` has exited: reaped if it is our child, else no longer running."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # another process's child (a broker started by another command)
+        return not pid_alive(pid)
+    return reaped == pid
+
+
 def _terminate(pids: list[int], timeout: float, sig: int = signal.SIGTERM) -> None:
     """Send ``sig`` to the process groups of ``pids`` at once and wait until they are gone;
     SIGKILL any left after ``timeout``."""
@@ -1119,12 +1129,7 @@ def _terminate(pids: list[int], timeout: float, sig: int = signal.SIGTERM) -> No
     left = list(pids)
     deadline = time.monotonic() + timeout
     while left and time.monotonic() < deadline:
-        for pid in left:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        left = [pid for pid in left if pid_alive(pid)]
+        left = [pid for pid in left if not _reaped_or_gone(pid)]
         if left:
             time.sleep(0.1)
     for pid in left:
@@ -1132,3 +1137,8 @@ def _terminate(pids: list[int], timeout: float, sig: int = signal.SIGTERM) -> No
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    killed_by = time.monotonic() + KILL_WAIT_S
+    while left and time.monotonic() < killed_by:
+        left = [pid for pid in left if not _reaped_or_gone(pid)]
+        if left:
+            time.sleep(0.05)
