@@ -290,6 +290,8 @@ class Experiment(_Section):
         >>> [exp.is_positive(v) for v in (True, 1, "yes", "TRUE", 0, "no", False)]
         [True, True, True, True, False, False, False]
         """
+        if label is True or label is False:  # the usual label and prediction: no lookups
+            return label if self.positive_label is True else label == self.positive_label
         if self.positive_label is True:
             if isinstance(label, str):
                 return label.strip().lower() in ("1", "true", "yes")

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from rollguard.schemas.experiment import Experiment
 
 FEATURES = "__features__"
+_RANKED = (list, dict)  # a ranking's items or engaged items
 #: at most this many values per segment key get statistics of their own; the rest share one
 MAX_SEGMENT_VALUES = 50
 OTHER = "__other__"
@@ -236,6 +237,8 @@ class ExperimentStats:
         if self.interleaved:
             self._interleaved(record)
         segment_arms = None  # looked up once per record (at its first arm with an outcome)
+        binary_label = self.task == "binary" and type(label) not in _RANKED
+        y_true = self.positive(label) if binary_label else None
         for view in record.arms:
             if view.error is not None or view.prediction is None:
                 continue
@@ -251,8 +254,16 @@ class ExperimentStats:
                 if seg is None:
                     seg = by_arm[arm] = self._metrics()
                 targets.append(seg)
-            self._update_metrics(targets, view, label, reward)
-            loss = _loss_of(self.metric, self.task, self.positive, view, label, self.k, reward)
+            if binary_label and type(view.prediction) not in _RANKED:
+                # a binary outcome's classes are read once for its statistics and its loss
+                y_pred, score = self.positive(view.prediction), view.score
+                for stats in targets:
+                    stats.update(y_true, y_pred, score)
+                loss = self._binary_loss(y_true, y_pred, score, view, label)
+            else:
+                self._update_metrics(targets, view, label, reward)
+                loss = _loss_of(self.metric, self.task, self.positive, view, label, self.k,
+                                reward)
             if loss is not None:
                 losses[arm] = loss
                 hourly = self.hourly.get(arm)
@@ -267,6 +278,16 @@ class ExperimentStats:
                     if pair is None:
                         pair = self.pairs[arm] = PairStats()
                     pair.update_outcome(loss, champion_loss)
+
+    def _binary_loss(self, y_true: bool, y_pred: bool, score: float | None, view,
+                     label) -> float | None:
+        """:func:`_loss_of` for a binary outcome whose classes are read already."""
+        metric = self.metric
+        if metric == "accuracy":
+            return 0.0 if y_true == y_pred else 1.0
+        if metric in ("log_loss", "brier"):
+            return None if score is None else per_request_loss(metric, y_true, score=score)
+        return _loss_of(metric, self.task, self.positive, view, label, self.k)
 
     def _interleaved(self, record: JoinedRecord) -> None:
         """Interleave mode: which ranker's items of the shown list the user engaged with."""

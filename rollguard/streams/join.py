@@ -387,18 +387,31 @@ class Joiner:
         preds = entry.preds
         if not preds:
             return None
+        lateness = self.lateness
         if self._shadow[name]:
-            due = min(v.ts for v in preds.values()) + self.lateness
-            in_time = [v for v in preds.values() if v.ts <= due]
+            views = preds.values()
+            first = last = None
+            for view in views:  # one pass: this runs for every prediction and release
+                ts = view.ts
+                if first is None or ts < first:
+                    first = ts
+                if last is None or ts > last:
+                    last = ts
+            due = first + lateness
+            if last <= due:  # every part in time (the usual case)
+                if len(preds) == len(self._arms[name]):
+                    return last, last + lateness
+                return (due, due) if any(v.served for v in views) else None
+            in_time = [v for v in views if v.ts <= due]
             if len(in_time) == len(self._arms[name]):
                 ready = max(v.ts for v in in_time)
-                return ready, ready + self.lateness
+                return ready, ready + lateness
             if any(v.served for v in in_time):
                 return due, due
             return None
         for view in preds.values():
             if view.served:
-                return view.ts, view.ts + self.lateness
+                return view.ts, view.ts + lateness
         return None
 
     def _ready_time(self, entry: PendingEntry) -> float | None:

@@ -29,7 +29,7 @@ import json
 import logging
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import msgspec
 
@@ -80,8 +80,7 @@ class JoinPartition:
         #: the next :meth:`settle`
         self._released: dict[str, list[JoinedRecord]] = {name: [] for name in self.experiments}
         self._restored_meta: dict[str, Any] | None = None
-        self._handlers = {"requests": self._on_request, "predictions": self._on_prediction,
-                          "labels": self._on_label}
+
 
     # -- input ------------------------------------------------------------------------------
     def on_message(self, kind: str, offset: int, key: bytes | None, value: bytes | None) -> None:
@@ -93,18 +92,27 @@ class JoinPartition:
         """Use a batch of one input topic's messages (consecutive fetches of this partition,
         in offset order): the same as :meth:`on_message` on each, with no per-message call
         from the runtime."""
-        decode, on_event, dead, next_offset = _DECODE[kind], self.on_event, self._dead, \
-            self.next_offset
+        # on_event's steps inlined: this loop runs for every input message
+        decode, handle, next_offset = _DECODE[kind], self._handler(kind), self.next_offset
+        start = next_offset[kind]
+        used = 0
         for offset, key, value in zip(offsets, keys, values):
-            if offset < next_offset[kind]:
+            if offset < start:
                 continue  # already in the state (restored), or a message fetched twice
+            start = offset + 1
+            used += 1
             event = decode(value if value is not None else b"")
             if type(event) is Invalid:
-                next_offset[kind] = offset + 1
-                self.events_since_settle += 1
-                dead(kind, offset, key, value, event)
-            else:
-                on_event(kind, offset, event, key, value)
+                self._dead(kind, offset, key, value, event)
+                continue
+            try:
+                problem = handle(event)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the worker
+                problem = self._internal_error(kind, offset, exc)
+            if problem is not None:
+                self._refused(kind, offset, key, value, event, problem)
+        next_offset[kind] = start
+        self.events_since_settle += used
 
     def on_event(self, kind: str, offset: int, event: Any, key: bytes | None = None,
                  value: bytes | None = None) -> None:
@@ -114,29 +122,35 @@ class JoinPartition:
         self.next_offset[kind] = offset + 1
         self.events_since_settle += 1
         try:
-            problem = self._handlers[kind](event)
+            problem = self._handler(kind)(event)
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the worker
-            log.exception("%s at offset %d of %s could not be processed", kind, offset,
-                          self.topics[kind])
-            problem = Invalid(kind[:-1], "internal_error",
-                              f"{kind[:-1]} could not be processed ({type(exc).__name__}: {exc}); "
-                              "this is a rollguard bug, please report it.")
+            problem = self._internal_error(kind, offset, exc)
         if problem is not None:
-            known = getattr(event, "experiment", None)
-            self._dead(kind, offset, key, value, problem,
-                       known if known in self.experiments else None)
+            self._refused(kind, offset, key, value, event, problem)
+
+    def _handler(self, kind: str) -> Callable[[Any], Invalid | None]:
+        """What uses an event of ``kind`` (a request also feeds feature drift)."""
+        if kind == "requests":
+            return self._on_request
+        return self.joiner.on_prediction if kind == "predictions" else self.joiner.on_label
+
+    def _internal_error(self, kind: str, offset: int, exc: Exception) -> Invalid:
+        log.exception("%s at offset %d of %s could not be processed", kind, offset,
+                      self.topics[kind])
+        return Invalid(kind[:-1], "internal_error",
+                       f"{kind[:-1]} could not be processed ({type(exc).__name__}: {exc}); "
+                       "this is a rollguard bug, please report it.")
+
+    def _refused(self, kind: str, offset: int, key, value, event: Any, problem: Invalid) -> None:
+        """A decoded event the join could not use: a dead letter, counted by experiment."""
+        known = getattr(event, "experiment", None)
+        self._dead(kind, offset, key, value, problem, known if known in self.experiments else None)
 
     def _on_request(self, request) -> Invalid | None:
         problem = self.joiner.on_request(request)
         if problem is None and request.features:
             self._delta(request.experiment).on_request(request)
         return problem
-
-    def _on_prediction(self, prediction) -> Invalid | None:
-        return self.joiner.on_prediction(prediction)
-
-    def _on_label(self, label) -> Invalid | None:
-        return self.joiner.on_label(label)
 
     def _dead(self, kind: str, offset: int, key, value, problem: Invalid,
               experiment: str | None = None) -> None:
