@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,11 @@ def stop_on_error(what: str, exc: BaseException) -> None:
 
 
 class BackgroundCheckpoints:
-    """The worker's checkpoints: one every ``interval`` seconds, or at once when a decision
-    waits to be published, one at a time, awaiting the transactions' commits off the event
-    loop (:meth:`Runtime.checkpoint_in_background`).
+    """The worker's checkpoints, one at a time, awaiting the transactions' commits off the
+    event loop (:meth:`Runtime.checkpoint_in_background`): one starts every ``interval``
+    seconds (after the last one's start, at least half an interval after its end), and a
+    decision is published at once by a checkpoint of its evaluation task alone
+    (:meth:`Runtime.publish_in_background`).
 
     Faust commits the consumer group's offsets on its own timer; they never pass what the
     last committed checkpoint covers (``app.commit_ceiling``). A checkpoint that fails ends
@@ -75,9 +78,11 @@ class BackgroundCheckpoints:
         self._wake.set()
 
     async def run(self) -> None:
+        clock = time.monotonic
+        due = clock() + self.interval  # the next full checkpoint
         while not self.stopped:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, due - clock()))
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
@@ -85,7 +90,12 @@ class BackgroundCheckpoints:
                 if self.stopped:
                     return
                 try:
+                    if clock() < due:  # woken by a decision
+                        await self.runtime.publish_in_background()
+                        continue
+                    began = clock()
                     await self.runtime.checkpoint_in_background()
+                    due = max(began + self.interval, clock() + self.interval / 2)
                 except Exception as exc:
                     stop_on_error("A checkpoint", exc)
                     return

@@ -559,6 +559,23 @@ class Runtime:
         await asyncio.gather(*(loop.run_in_executor(self._io, task.finish) for task in staged))
         self._committed(staged, began)
 
+    async def publish_in_background(self) -> bool:
+        """Commit the evaluation tasks that hold a decision, and only them, off the event loop:
+        a decision goes out without waiting for the join's next checkpoint (the join tasks'
+        state and the other evaluators' wait for it). False when no decision was waiting."""
+        urgent = [task for task in self.eval_tasks.values() if task.urgent]
+        if not urgent:
+            return False
+        loop = asyncio.get_running_loop()
+        for task in urgent:
+            task.stage()
+        await asyncio.gather(*(loop.run_in_executor(self._io, task.finish) for task in urgent))
+        for task in urgent:
+            task.committed()
+            if self.eval_tasks.get(task.partition) is task:  # not revoked meanwhile
+                self.durable.update(task.staged_covers)
+        return True
+
     def _input_partitions(self) -> list[tuple[str, int]]:
         return [(self.topic_of[k], p) for p in self.join_tasks for k in INPUT_KINDS]
 
