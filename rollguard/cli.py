@@ -366,7 +366,8 @@ def worker(
                                "workers with the same id share the partitions."),
     data_dir: Path = typer.Option(Path(".rollguard"), help="Where pending joins kept on disk live."),
     partitions: int = typer.Option(6, help="Partitions of the input topics if they do not exist yet."),
-    checkpoint_interval: float = typer.Option(1.0, help="Seconds between checkpoints."),
+    checkpoint_interval: float = typer.Option(
+        0.25, help="Seconds between checkpoints (a decision follows its label by about two)."),
     snapshot_interval: float = typer.Option(5.0, help="Seconds between statistics snapshots."),
     instance_id: Optional[str] = typer.Option(
         None, help="A stable id for this worker (static group membership): restarted with the "

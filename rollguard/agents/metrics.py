@@ -12,7 +12,9 @@ the worker did not hold:
   late and expired counts) are taken on the worker's own thread at the end of every
   checkpoint (:meth:`WorkerMetrics.observe_checkpoint`): the policy caches what it
   computes, and computing it from another thread could race with the records it takes.
-  They are at most one checkpoint interval old.
+  They are taken at most once a second (:data:`EXPERIMENTS_EVERY_S`: checkpoints come
+  faster, and a scrape every few seconds needs no more), so they are at most a second and a
+  checkpoint interval old.
 
 >>> from prometheus_client import generate_latest
 >>> from rollguard.agents.liveness import Liveness
@@ -60,6 +62,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, get_args, get_type_hints
 
@@ -396,6 +399,11 @@ def render(families: Iterable[Metric]) -> str:
     return generate_latest(registry).decode()
 
 
+#: the experiments' figures are taken at the first checkpoint at least this long after the
+#: last time (seconds)
+EXPERIMENTS_EVERY_S = 1.0
+
+
 class WorkerMetrics:
     """The worker's metrics in a registry of their own; with ``runtime``, its counters,
     joins, lag and experiments too."""
@@ -410,6 +418,7 @@ class WorkerMetrics:
             registry=self.registry)
         self.runtime = runtime
         self.experiments = ExperimentCache()
+        self._taken = -math.inf  # when the experiments' figures were last taken (monotonic)
         if runtime is not None:
             self.registry.register(_RuntimeCollector(runtime, self.experiments))
 
@@ -417,7 +426,9 @@ class WorkerMetrics:
         """After each checkpoint, on the worker's thread: its duration, and the figures of
         the experiments as the checkpoint left them."""
         self.checkpoint_seconds.observe(seconds)
-        if self.runtime is not None:
+        now = time.monotonic()
+        if self.runtime is not None and now - self._taken >= EXPERIMENTS_EVERY_S:
+            self._taken = now
             try:
                 self.experiments.refresh(self.runtime.eval_tasks)
             except Exception:  # noqa: BLE001 - the metrics must never stop the worker

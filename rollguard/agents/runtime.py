@@ -97,7 +97,9 @@ class WorkerConfig:
     names: TopicNames = field(default_factory=TopicNames)
     app_id: str = "rollguard"
     data_dir: Path = Path(".rollguard")
-    checkpoint_interval: float = 1.0
+    #: seconds between checkpoints: a decision follows its deciding label by about two of
+    #: them plus the hops (docs/operating.md); shorter ones cost little (bench/RESULTS.md)
+    checkpoint_interval: float = 0.25
     snapshot_interval: float = 5.0
     partitions: int = 0  # of the input topics; the worker reads it from the cluster
     instance_id: str | None = None  # static group membership: a restart takes its partitions back

@@ -96,7 +96,6 @@ class WorkerProcess:
                     "--bootstrap-servers", bootstrap, "--topic-prefix", prefix,
                     "--app-id", app_id, "--data-dir", str(work_dir / "worker"),
                     "--partitions", "3",
-                    "--checkpoint-interval", "0.5" if fast else "1",
                     "--snapshot-interval", "1" if fast else "2",
                     "--session-timeout", "10", "--log-level", "INFO"]
         self.proc: subprocess.Popen | None = None
