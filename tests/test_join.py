@@ -339,3 +339,25 @@ def test_released_event_times_never_go_back_whatever_order_the_input_comes_in(
                 assert record.ts >= last and record.ts >= stated
                 last = record.ts
             stated = max(stated, joiner.frontier)
+
+
+def test_a_ranking_sent_to_another_task_and_the_reverse_are_refused_and_change_nothing():
+    binary = SimpleNamespace(**{**vars(experiment()), "name": "b", "task": "binary"})
+    ranking = SimpleNamespace(**{**vars(experiment()), "name": "r", "task": "ranking"})
+    joiner = Joiner({"b": binary, "r": ranking})
+
+    ids = iter(range(100))
+
+    def prediction(exp: str, **output) -> Prediction:  # each of another request
+        return Prediction(request_id=f"r{next(ids)}", experiment=exp, ts=1.0, model="m", version="1",
+                          served=True, **output)
+
+    items = joiner.on_prediction(prediction("b", items=["a", "b"]))
+    assert items.problem == "unexpected_items" and "'b' is not a ranking task" in items.reason
+    scalar = joiner.on_prediction(prediction("r", prediction=1))
+    assert scalar.problem == "not_a_ranking" and scalar.reason.endswith(".")
+    assert joiner.pending() == 0 and joiner.max_ts["predictions"] == float("-inf"), \
+        "neither was kept nor moved the watermark"
+    assert joiner.on_prediction(prediction("b", error="timeout")) is None, "a failure has neither"
+    assert joiner.on_prediction(prediction("b", prediction=1)) is None
+    assert joiner.on_prediction(prediction("r", items=["x"])) is None

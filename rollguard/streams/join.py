@@ -94,6 +94,8 @@ class Joiner:
         self._order = {name: {arm: i for i, arm in enumerate(e.arms)}
                        for name, e in self.experiments.items()}
         self._shadow = {name: e.mode == "shadow" for name, e in self.experiments.items()}
+        self._ranking = {name: getattr(e, "task", None) == "ranking"
+                         for name, e in self.experiments.items()}
         self._ttl = {name: float(e.label_ttl) for name, e in self.experiments.items()}
         self.lateness = max((float(e.allowed_lateness) for e in self.experiments.values()),
                             default=0.0)
@@ -164,6 +166,8 @@ class Joiner:
             return Invalid("prediction", "unknown_arm",
                            f"prediction rejected: arm '{arm}' is not part of experiment '{name}' "
                            f"(its arms are {', '.join(sorted(arms))}).", "model")
+        if pred.error is None and (pred.items is not None) != self._ranking[name]:
+            return _other_task(pred, name, self._ranking[name])
         self._saw("predictions", pred.ts, name)
         rid = pred.request_id
         entry, store = self._find(rid)
@@ -468,6 +472,19 @@ class Joiner:
         """Keep only a small marker until the deadline, so duplicates are recognised."""
         store.put(rid, PendingEntry(experiment=entry.experiment, deadline=entry.deadline,
                                     scored=True, done=True), deadline_changed=False)
+
+
+def _other_task(pred: Any, name: str, ranking: bool) -> Invalid:
+    """A ranking's items sent to another task's experiment, or the reverse: no statistic
+    could use it."""
+    if ranking:
+        return Invalid("prediction", "not_a_ranking",
+                       f"prediction rejected: experiment '{name}' ranks items, so its "
+                       f"predictions need items (the ranked item ids), not a prediction.",
+                       "items")
+    return Invalid("prediction", "unexpected_items",
+                   f"prediction rejected: experiment '{name}' is not a ranking task, so its "
+                   f"predictions need a prediction, not items.", "prediction")
 
 
 def _unknown_experiment(noun: str, name: str) -> Invalid:
