@@ -101,7 +101,8 @@ def evaluating(evaluators: dict) -> SimpleNamespace:
     """An evaluation task's evaluators without its Kafka checkpointer."""
     return SimpleNamespace(evaluators=evaluators, stage=lambda force_snapshot: None,
                            finish=lambda: None, committed=lambda: None, covers=dict,
-                           staged_covers={}, partition=-1, close=lambda: None)
+                           staged_covers={}, partition=-1, close=lambda: None,
+                           stalled_for=lambda published: 0.0)  # test_stall.py checks that
 
 
 def prediction(rid: str, version: str, served: bool, experiment: str = "e") -> bytes:

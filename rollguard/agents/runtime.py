@@ -237,6 +237,7 @@ class EvalTask:
         self.last_snapshot = -math.inf
         #: the input offsets the staged checkpoint covers, by (topic, partition)
         self.staged_covers: dict[tuple[str, int], int] = {}
+        self.progress = Progress()
         self.checkpointer = Checkpointer(config.bootstrap, f"{config.app_id}-eval-{partition}")
         for _, key, value in read_changelog(config.bootstrap, self.internal.eval_state,
                                             partition):
@@ -292,6 +293,15 @@ class EvalTask:
         self.staged_covers = self.covers()
         self.checkpointer.begin(outputs)
         self.urgent = False
+
+    def stalled_for(self, published: dict[int, float]) -> float:
+        """Seconds this partition has read no outcomes while some were waiting: a join
+        partition had ``published`` (committed, on the frontiers topic) a frontier beyond the
+        one the outcomes read here told."""
+        told = self.core.read_frontiers()
+        waiting = bool(told) and any(frontier > told.get(source, -math.inf)
+                                     for source, frontier in published.items())
+        return self.progress.stalled_for(self.core.next_offset, waiting)
 
     def covers(self) -> dict[tuple[str, int], int]:
         """The next offset of the outcomes and the control requests the state has not used."""
@@ -430,6 +440,7 @@ class Runtime:
         #: the consumer group may commit
         self.durable: dict[tuple[str, int], int] = {}
         self._stuck: list[int] = []  # join partitions with unread input read none lately
+        self._stuck_eval: list[int] = []  # evaluation partitions likewise with outcomes
         #: publishes an evaluation task's decision now: a checkpoint of it in place, or (set
         #: by the app) a wake-up of the background checkpoints
         self.publish_now: Callable[[EvalTask], None] = lambda task: task.checkpoint()
@@ -596,7 +607,12 @@ class Runtime:
             task.stage(backlogged)
             self.dead_letters.update(task.staged_dead)  # those since the last settle
             staged.append(task)
+        # the frontiers committed on the frontiers topic as last read (never waits)
+        published = self.board.frontiers if self.board is not None else {}
+        self._stuck_eval = []
         for eval_task in list(self.eval_tasks.values()):
+            if eval_task.stalled_for(published) > self.config.stall_timeout / 2:
+                self._stuck_eval.append(eval_task.partition)
             eval_task.stage(force_snapshot=final)
             staged.append(eval_task)
         return staged
@@ -615,6 +631,9 @@ class Runtime:
         if self._stuck and problem is None:
             problem = (f"join partitions {self._stuck} have unread input but read none for "
                        f"more than {self.config.stall_timeout / 2:.0f} s")
+        if self._stuck_eval and problem is None:
+            problem = (f"evaluation partitions {self._stuck_eval} have committed outcomes to "
+                       f"read but read none for more than {self.config.stall_timeout / 2:.0f} s")
         self.liveness.checkpointed(self.last_checkpoint_s, problem)
         self.on_checkpoint(self.last_checkpoint_s)
         WORKER_LOG.dead_letters.flush()  # at most one line per 30 s

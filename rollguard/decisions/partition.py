@@ -25,6 +25,8 @@ experiments keyed there. The live worker wraps it with Kafka checkpoints
 
 from __future__ import annotations
 
+import math
+
 import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -70,6 +72,16 @@ class EvalPartition:
             ev = self.evaluators[name] = ExperimentEvaluator(self.experiments[name],
                                                              self.sources)
         return ev
+
+    def read_frontiers(self) -> dict[int, float]:
+        """Each join partition's frontier as the outcomes read here told it (the furthest any
+        evaluator of this partition heard; empty without evaluators)."""
+        out: dict[int, float] = {}
+        for ev in self.evaluators.values():
+            for source, frontier in ev.merge.frontiers.items():
+                if frontier > out.get(source, -math.inf):
+                    out[source] = frontier
+        return out
 
     # -- input ------------------------------------------------------------------------------
     def on_batch(self, offset: int, key: bytes, value: bytes) -> list[ControlEvent]:
