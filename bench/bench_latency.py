@@ -288,6 +288,9 @@ def measure(bootstrap: str, exp_file: Path, partitions: int, rate: float, interv
     promoted = [(got, event) for got, event in reader.received
                 if event["action"] == "promote" and event["experiment"].startswith("probe-")]
     latencies = sorted(got - event["ts"] for got, event in promoted)
+    slowest = sorted(((got - event["ts"], event["experiment"]) for got, event in promoted),
+                     reverse=True)[:5]
+    log("  slowest probes: " + ", ".join(f"{name} {s:.2f} s" for s, name in slowest))
     if worker.returncode not in (0, None, -15) and worker.stderr is not None:
         log(worker.stderr.read()[-2000:])
     return {"interval": interval, "rate": rate, "offered": offered, "probes": probes,

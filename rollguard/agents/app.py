@@ -12,6 +12,7 @@ of them to share the partitions.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from pathlib import Path
@@ -259,10 +260,30 @@ def serve_metrics(runtime: Runtime, port: int, host: str = "0.0.0.0") -> WorkerM
     return metrics
 
 
+#: the cyclic collector's thresholds in the worker (Python's default: 700, 10, 10)
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector's full passes out of the event loop's way.
+
+    A full pass walks every long-lived object, and held the loop about 100 ms every few
+    seconds under load (bench_latency.py, 11,700 events/s): a young collection every 700 new
+    objects promoted a batch's short-lived objects (fetched records, a checkpoint's messages)
+    until the old generation grew enough to trigger one. Every 50,000 new objects, most are
+    gone by then: 4 full passes in two minutes instead of 44. The modules, classes and
+    functions imported by now are frozen, so the passes left never walk them (they halved).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_worker(app: faust.App, runtime: Runtime, loglevel: str = "WARNING") -> None:
     """Run the app's worker until SIGTERM/SIGINT, then stop cleanly (final checkpoint)."""
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
                           logging_config=faust_logging_config(loglevel))
     quiet_spinner(worker)  # no cursor escape codes in a log file
     runtime.watchdog.start()  # from the start: joining the group and restoring count too
+    tune_gc()
     worker.execute_from_commandline()
