@@ -6,10 +6,9 @@
 1. **Calibration**, at each checkpoint interval: a backlog of 600,000 load events (three
    undecided shadow experiments, as in bench_throughput.py) is produced, the worker
    (``rollguard worker``, its own process) is started on it, and its maximum rate end to end
-   is how fast its evaluators take the labelled outcomes in full flow (from the fifth to the
-   fourth fifth of them; its Prometheus counters, sampled every 50 ms), in input events per
-   second. Reading alone runs well ahead (the join buffers what the evaluators have not taken
-   yet), so a rate of reading is not one the worker sustains. Skipped with ``--rate``.
+   is the lower of its reading rate and how fast its evaluators take the labelled outcomes in
+   full flow (from the fifth to the fourth fifth of them; its Prometheus counters, sampled
+   every 50 ms), in input events per second. Skipped with ``--rate``.
 2. **Latency**, once per load and checkpoint interval: the worker runs while load events are
    produced live at a fraction of that rate (half, a quarter; event time = wall time, labels
    1–5 s after their request). Every
@@ -106,12 +105,12 @@ def stop(process: subprocess.Popen) -> None:
 # -- 1. the maximum rate ----------------------------------------------------------------------
 def calibrate(bootstrap: str, exp_file: Path, partitions: int, n_events: int,
               interval: float) -> float:
-    """The worker's maximum rate at checkpoint ``interval``, end to end: how fast its
-    evaluators take the labelled outcomes of a backlog while they are in full flow (from the
-    fifth to the fourth fifth of them), in input events per second. Reading alone runs ahead
-    (the join reads and buffers faster than records are evaluated, so a rate of reading is
-    one the worker cannot sustain); the time to the last outcome would add the pipeline's
-    delay, a few checkpoint intervals, to the rate's time."""
+    """The worker's maximum rate at checkpoint ``interval``, end to end: the lower of how
+    fast it reads a backlog and how fast its evaluators take the labelled outcomes while in
+    full flow (from the fifth to the fourth fifth of them), in input events per second. The
+    join can read and buffer faster than records are evaluated, and a lagging evaluator can
+    catch up faster than the input was read: neither alone is a rate the worker sustains. The
+    time to the last outcome would add the pipeline's delay, a few checkpoint intervals."""
     from rollguard.kafka.admin import create_contract_topics
     from rollguard.streams.topics import TopicNames
 
@@ -154,13 +153,16 @@ def calibrate(bootstrap: str, exp_file: Path, partitions: int, n_events: int,
         stop(worker)
     t_a, n_a = next((t, n) for t, n in grew if n >= 0.2 * evaluated)
     t_b, n_b = next((t, n) for t, n in grew if n >= 0.8 * evaluated)
-    rate = (n_b - n_a) / max(1e-9, t_b - t_a) * total / evaluated
+    in_flow = (n_b - n_a) / max(1e-9, t_b - t_a) * total / evaluated
+    # a lagging evaluator catches up faster than the input came in: never above the reading
+    rate = min(in_flow, total / max(1e-9, all_read - first))
     log(f"calibration at {interval:g} s checkpoints: the worker read {total:,} events in "
         f"{all_read - first:.1f} s ({total / max(1e-9, all_read - first):,.0f} events/s); its "
         f"evaluators took {n_b - n_a:,} of the {evaluated:,} labelled outcomes in "
-        f"{t_b - t_a:.1f} s and the last {last - first:.1f} s after the first read: "
-        f"{rate:,.0f} events/s end to end, its maximum rate (counters sampled every 50 ms, the "
-        "outcomes' as of the last checkpoint)")
+        f"{t_b - t_a:.1f} s ({in_flow:,.0f} events/s) and the last {last - first:.1f} s "
+        f"after the first read; its maximum rate end to end, the lower of the two: "
+        f"{rate:,.0f} events/s (counters sampled every 50 ms, the outcomes' as of the last "
+        "checkpoint)")
     return rate
 
 
@@ -352,9 +354,10 @@ def main() -> None:
         f"The worker (`rollguard worker`, its own process, {args.partitions} partitions) on a "
         "single local broker on the same cores. "
         + ("The maximum is calibrated at each checkpoint interval: on a backlog of 600,000 "
-           "events, how fast the worker's evaluators take the labelled outcomes in full flow "
-           "(the fifth to the fourth fifth of them), in input events per second: its rate end "
-           "to end, with no load generator beside it. Loads at fractions of it. "
+           "events, the lower of the worker's reading rate and how fast its evaluators take "
+           "the labelled outcomes in full flow (the fifth to the fourth fifth of them), in input "
+           "events per second: its rate end to end, with no load generator beside it. Loads at "
+           "fractions of it. "
            if args.rate is None else
            f"Load given: {args.rate:,.0f} events/s. ")
         + "Load: three undecided shadow experiments, live event times, labels 1–5 s after "
