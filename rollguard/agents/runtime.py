@@ -583,10 +583,7 @@ class Runtime:
         for task in urgent:
             task.stage()
         await asyncio.gather(*(loop.run_in_executor(self._io, task.finish) for task in urgent))
-        for task in urgent:
-            task.committed()
-            if self.eval_tasks.get(task.partition) is task:  # not revoked meanwhile
-                self.durable.update(task.staged_covers)
+        self._made_durable(urgent)
         return True
 
     def _input_partitions(self) -> list[tuple[str, int]]:
@@ -617,13 +614,18 @@ class Runtime:
             staged.append(eval_task)
         return staged
 
-    def _committed(self, staged: list[JoinTask | EvalTask], began: float) -> None:
-        """Every staged transaction is committed: what they cover becomes committable."""
+    def _made_durable(self, staged: list[JoinTask | EvalTask]) -> None:
+        """The staged transactions of ``staged`` are committed: what they cover becomes
+        committable (a full checkpoint's, or a decision's alone)."""
         for task in staged:
             task.committed()
             if self.join_tasks.get(task.partition) is task \
                     or self.eval_tasks.get(task.partition) is task:  # not revoked meanwhile
                 self.durable.update(task.staged_covers)
+
+    def _committed(self, staged: list[JoinTask | EvalTask], began: float) -> None:
+        """Every staged transaction is committed: what they cover becomes committable."""
+        self._made_durable(staged)
         self.last_checkpoint_s = time.perf_counter() - began
         # complete only if the join knew where its input ends (else it may hold records back)
         # and every partition with unread input read some lately

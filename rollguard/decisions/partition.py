@@ -25,9 +25,8 @@ experiments keyed there. The live worker wraps it with Kafka checkpoints
 
 from __future__ import annotations
 
-import math
-
 import logging
+import math
 from typing import TYPE_CHECKING, Any, Iterable
 
 import msgspec

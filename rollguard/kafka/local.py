@@ -1118,6 +1118,17 @@ def _reaped_or_gone(pid: int) -> bool:
     return reaped == pid
 
 
+def _wait_gone(pids: list[int], timeout: float, pause: float) -> list[int]:
+    """Wait up to ``timeout`` seconds for ``pids`` to exit; those still running."""
+    left = list(pids)
+    deadline = time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        left = [pid for pid in left if not _reaped_or_gone(pid)]
+        if left:
+            time.sleep(pause)
+    return left
+
+
 def _terminate(pids: list[int], timeout: float, sig: int = signal.SIGTERM) -> None:
     """Send ``sig`` to the process groups of ``pids`` at once and wait until they are gone;
     SIGKILL any left after ``timeout``."""
@@ -1126,19 +1137,10 @@ def _terminate(pids: list[int], timeout: float, sig: int = signal.SIGTERM) -> No
             os.killpg(pid, sig)
         except ProcessLookupError:
             pass
-    left = list(pids)
-    deadline = time.monotonic() + timeout
-    while left and time.monotonic() < deadline:
-        left = [pid for pid in left if not _reaped_or_gone(pid)]
-        if left:
-            time.sleep(0.1)
+    left = _wait_gone(pids, timeout, pause=0.1)
     for pid in left:
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    killed_by = time.monotonic() + KILL_WAIT_S
-    while left and time.monotonic() < killed_by:
-        left = [pid for pid in left if not _reaped_or_gone(pid)]
-        if left:
-            time.sleep(0.05)
+    _wait_gone(left, KILL_WAIT_S, pause=0.05)

@@ -307,8 +307,8 @@ def print_report(console: Any, report: Report) -> None:
         origins = {v for k, v in (settings.get("from") or {}).items() if k != "experiment"}
         where = f" (from {', '.join(sorted(origins))})" if origins else ""
         say(Text(_fill(f"{settings['metric']}, margin {settings.get('margin', 0):g}, "
-                                 f"α {settings.get('alpha'):g}; {latency.get('metric')} "
-                                 f"{bounds}{where}", width, 14, f"  {'judged by':<11} ")))
+                       f"α {settings.get('alpha'):g}; {latency.get('metric')} "
+                       f"{bounds}{where}", width, 14, f"  {'judged by':<11} ")))
     for note in report.notes:
         say(Text(_fill(f"note: {note}", width, 8, "  "), style="dim"))
     for check in report.checks:

@@ -402,17 +402,14 @@ class Joiner:
                 if last is None or ts > last:
                     last = ts
             due = first + lateness
-            if last <= due:  # every part in time (the usual case)
-                if len(preds) == len(self._arms[name]):
-                    return last, last + lateness
-                return (due, due) if any(v.served for v in views) else None
-            in_time = [v for v in views if v.ts <= due]
-            if len(in_time) == len(self._arms[name]):
+            if last <= due:  # every part in time (the usual case): no second pass
+                in_time, ready = views, last
+            else:
+                in_time = [v for v in views if v.ts <= due]
                 ready = max(v.ts for v in in_time)
+            if len(in_time) == len(self._arms[name]):
                 return ready, ready + lateness
-            if any(v.served for v in in_time):
-                return due, due
-            return None
+            return (due, due) if any(v.served for v in in_time) else None
         for view in preds.values():
             if view.served:
                 return view.ts, view.ts + lateness

@@ -81,7 +81,6 @@ class JoinPartition:
         self._released: dict[str, list[JoinedRecord]] = {name: [] for name in self.experiments}
         self._restored_meta: dict[str, Any] | None = None
 
-
     # -- input ------------------------------------------------------------------------------
     def on_message(self, kind: str, offset: int, key: bytes | None, value: bytes | None) -> None:
         """Use one input message; below the restored offsets it is already in the state."""
