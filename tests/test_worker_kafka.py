@@ -11,6 +11,7 @@ import time
 import uuid
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from rollguard.replay import Replay
 from rollguard.schemas import load_experiments
@@ -62,6 +63,29 @@ def _plain(event):
     from rollguard.schemas import encode
 
     return json.loads(encode(event))
+
+
+def end_offsets(bootstrap, tps):
+    """The end (high watermark) of each topic partition."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "rollguard-tests-ends"})
+    try:
+        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                for t, p in tps}
+    finally:
+        consumer.close()
+
+
+def group_offsets(bootstrap, group, tps):
+    """The consumer group's committed offset of each topic partition (-1: none)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in tps])
+    [future] = admin.list_consumer_group_offsets([request], request_timeout=10).values()
+    return {(tp.topic, tp.partition): tp.offset for tp in future.result(10).topic_partitions}
 
 
 def control_events(bootstrap, names):
@@ -135,11 +159,16 @@ def test_live_decisions_equal_replay_and_bad_input_is_dead_lettered(setup):
     assert [e["action"] for e in expected if e["action"] != "start"] == ["rollback", "promote"] or \
         sorted(e["action"] for e in expected if e["action"] != "start") == ["promote", "rollback"]
 
-    with worker(f"app-{uuid.uuid4().hex[:6]}") as proc:
+    app_id = f"app-{uuid.uuid4().hex[:6]}"
+    with worker(app_id) as proc:
         wait_for(lambda: len(control_events(bootstrap, names)) >= len(expected), timeout=120)
         dead = read_topic(bootstrap, names.deadletter)
         wait_for(lambda: len(read_topic(bootstrap, names.deadletter)) >= len(hostile), timeout=30)
         assert proc.alive(), "bad input never stops the worker"
+        # the consumer group's offsets follow the checkpoints to the end of the input
+        inputs = [(topic, p) for topic in names.inputs() for p in range(3)]  # produce_events
+        ends = end_offsets(bootstrap, inputs)
+        wait_for(lambda: group_offsets(bootstrap, app_id, inputs) == ends, timeout=30)
         exit_code = proc.stop()
     assert exit_code == 0, proc.log_text()[-3000:]
     assert "Traceback" not in proc.log_text()

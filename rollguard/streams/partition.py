@@ -68,6 +68,9 @@ class JoinPartition:
                  disk: DiskStore | None = None, topics: dict[str, str] | None = None) -> None:
         self.partition = partition
         self.experiments = {e.name: e for e in experiments}
+        #: each experiment's fingerprint, in every checkpoint's meta: computed once, not at
+        #: every checkpoint (about 20 µs an experiment)
+        self.fingerprints = {name: fingerprint(e) for name, e in self.experiments.items()}
         self.joiner = Joiner(self.experiments, memory=MemoryStore(), disk=disk)
         self.topics = topics or {kind: kind for kind in INPUT_KINDS}  # kind -> topic name
         self.next_offset = {kind: 0 for kind in INPUT_KINDS}
@@ -325,13 +328,12 @@ class JoinPartition:
             "offsets": dict(self.next_offset),
             **self.joiner.meta(),
             "reference_left": self.reference_left,
-            "experiments": {name: fingerprint(e) for name, e in self.experiments.items()},
+            "experiments": dict(self.fingerprints),
         }
 
     def load_meta(self, meta: dict[str, Any]) -> None:
         for name, digest in meta.get("experiments", {}).items():
-            exp = self.experiments.get(name)
-            if exp is not None and fingerprint(exp) != digest:
+            if name in self.fingerprints and self.fingerprints[name] != digest:
                 raise ValueError(
                     f"experiment '{name}' differs from the one this worker's state was built "
                     "with: give the changed experiment a new name, or delete the worker's "
