@@ -317,8 +317,9 @@ class Joiner:
         return {
             "max_ts": {k: (v if math.isfinite(v) else None) for k, v in self.max_ts.items()},
             "released_to": self.released_to if math.isfinite(self.released_to) else None,
-            "ready": [[ts, rid] for ts, rid in self._ready],
-            "pairing": [[ts, rid] for ts, rid in self._pairing],
+            # (ts, rid) tuples, encoded as arrays: a copy in C, at every checkpoint
+            "ready": list(self._ready),
+            "pairing": list(self._pairing),
             "first_seen": self.first_seen,
         }
 
