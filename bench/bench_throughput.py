@@ -45,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (EXPERIMENTS, PYTHON, broker, end_offsets, fresh_prefix, log,  # noqa: E402
-                          machine_line, produce_raw, pyinstrument_inclusive,
+                          machine_line, main_thread_layers, produce_raw, pyinstrument_inclusive,
                           pyinstrument_self_times, pyspy_summary, rss_bytes, shadow_traffic,
                           table, worker_workarounds, write_section)
 
@@ -919,11 +919,24 @@ def render(args, counts, runs, a, b, c, conf, core, prof_c, spies, shipped, elap
         total, top, inclusive, threads = pyspy_summary(Path(spy["pyspy_file"]))
         if total:
             lines.append(f"### Profile of ({which}), py-spy, every thread (200 Hz, whole process "
-                         "including start-up; idle threads not sampled)")
+                         "including start-up)")
             lines.append("")
             lines.append("Samples per thread: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])[:5]))
             lines.append("")
+            main_total, layers = main_thread_layers(Path(spy["pyspy_file"]))
+            if main_total:
+                lines.append("The main thread (event loop, agents, checkpoints' staging) by "
+                             "layer:")
+                lines.append("")
+                lines.append("| layer | samples | share |")
+                lines.append("|---|---:|---:|")
+                for layer, k in sorted(layers.items(), key=lambda kv: -kv[1]):
+                    lines.append(f"| {layer} | {k} | {100 * k / main_total:.1f} % |")
+                lines.append("")
+                lines.append("Every thread, by leaf function (a thread blocked in a C call, "
+                             "such as an I/O thread waiting for work, is sampled too):")
+                lines.append("")
             lines.append("| leaf function | samples | share |")
             lines.append("|---|---:|---:|")
             for name, k in top[:15]:

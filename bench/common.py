@@ -385,6 +385,48 @@ def pyspy_summary(raw_file: Path, top: int = 25) -> tuple[int, list[tuple[str, i
     return total, self_counts.most_common(top), dict(inclusive), dict(threads)
 
 
+#: where a main-thread sample's time goes, by its innermost rollguard frame (else its leaf)
+_CORE_FILE = re.compile(r"rollguard/(streams|decisions|stats|schemas)/")
+_LIBRARIES = (("faust/", "Faust and mode"), ("mode/", "Faust and mode"),
+              ("aiokafka/", "aiokafka"), ("asyncio/", "asyncio"), ("selectors.py", "asyncio"))
+
+
+def main_thread_layers(raw_file: Path) -> tuple[int, dict[str, int]]:
+    """From a py-spy ``--format raw --threads`` file: the main thread's samples, and how many
+    fell in each layer. A sample belongs to the innermost rollguard frame on its stack (the
+    core: streams, decisions, stats, schemas; the checkpoint transactions; the rest of the
+    runtime), with whatever that frame called, unless the leaf is a library's own code (Faust,
+    aiokafka, asyncio); with no rollguard frame, to the leaf's library. ``epoll`` waits are
+    their own layer."""
+    layers: Counter[str] = Counter()
+    total = 0
+    for line in raw_file.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or not frames[0].startswith("thread (") \
+                or "MainThread" not in frames[0]:
+            continue
+        n = int(count)
+        total += n
+        leaf = frames[-1]
+        library = next((name for key, name in _LIBRARIES if key in leaf), None)
+        own = [fr for fr in frames[1:] if "rollguard/" in fr]
+        if "select (" in leaf or "epoll" in leaf:
+            layer = "waiting for I/O (epoll)"
+        elif library is not None:
+            layer = library
+        elif not own:
+            layer = "other (start-up, imports, logging)"
+        elif "rollguard/agents/checkpoint.py" in own[-1]:
+            layer = "checkpoint transactions (confluent-kafka calls)"
+        elif _CORE_FILE.search(own[-1]):
+            layer = "rollguard core (join, statistics, evaluator, codecs)"
+        else:
+            layer = "rollguard runtime (agents: routing, staging)"
+        layers[layer] += n
+    return total, dict(layers)
+
+
 def _strip_line(name: str) -> str:
     """py-spy leaves carry the sampled line; group by function instead."""
     return re.sub(r":\d+\)$", ")", name)
