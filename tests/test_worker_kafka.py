@@ -13,6 +13,7 @@ import uuid
 import pytest
 from confluent_kafka import TopicPartition
 
+from rollguard.agents.runtime import EndOffsets
 from rollguard.replay import Replay
 from rollguard.schemas import load_experiments
 from rollguard.streams.topics import TopicNames
@@ -63,18 +64,6 @@ def _plain(event):
     from rollguard.schemas import encode
 
     return json.loads(encode(event))
-
-
-def end_offsets(bootstrap, tps):
-    """The end (high watermark) of each topic partition."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "rollguard-tests-ends"})
-    try:
-        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                for t, p in tps}
-    finally:
-        consumer.close()
 
 
 def group_offsets(bootstrap, group, tps):
@@ -167,7 +156,7 @@ def test_live_decisions_equal_replay_and_bad_input_is_dead_lettered(setup):
         assert proc.alive(), "bad input never stops the worker"
         # the consumer group's offsets follow the checkpoints to the end of the input
         inputs = [(topic, p) for topic in names.inputs() for p in range(3)]  # produce_events
-        ends = end_offsets(bootstrap, inputs)
+        ends = EndOffsets(bootstrap)(inputs)  # the worker's own ListOffsets reader
         wait_for(lambda: group_offsets(bootstrap, app_id, inputs) == ends, timeout=30)
         exit_code = proc.stop()
     assert exit_code == 0, proc.log_text()[-3000:]
